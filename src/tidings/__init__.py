@@ -1,0 +1,13 @@
+"""Tidings: a self-hostable real-time chat backend.
+
+The package is laid out by capability, with dependencies pointing inward:
+
+- ``tidings.core``: the domain (conversations, seq, cursors, policies); no sockets, no SQL.
+- ``tidings.store`` / ``tidings.bus``: backend protocols and their implementations.
+- ``tidings.gateway`` (WebSocket) and ``tidings.http`` (REST): the transports.
+- ``tidings.app``: the composition root that wires them together.
+- ``tidings.client``: the asyncio client SDK; ``tidings.cli``: the ``tidings`` command.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

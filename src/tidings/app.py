@@ -1,0 +1,162 @@
+"""The composition root: builds every service from the settings, once.
+
+Nothing else in the package constructs backends or reads settings globally;
+tests build a node by calling :func:`build_node` with other settings or
+backends (for instance two nodes sharing one in-process bus hub).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from aiohttp import web
+
+from tidings.bus.base import Bus
+from tidings.bus.memory import MemoryBus
+from tidings.core.auth import AuthService
+from tidings.core.errors import TidingsError
+from tidings.core.membership import MemberCache
+from tidings.core.service import ChatService
+from tidings.gateway.fanout import Fanout
+from tidings.gateway.receipts import ReceiptAggregator
+from tidings.gateway.registry import LocalRegistry
+from tidings.gateway.server import Gateway
+from tidings.gateway.session import SessionHandler
+from tidings.http import schemas
+from tidings.http.api import HttpApi, json_response, make_error_middleware
+from tidings.http.openapi import build_openapi
+from tidings.observability.metrics import Metrics
+from tidings.settings import Settings
+from tidings.store.base import Store
+
+log = logging.getLogger("tidings.app")
+
+
+def open_store(settings: Settings) -> Store:
+    url = settings.store_url
+    if url.startswith("sqlite:///"):
+        from tidings.store.sqlite import SqliteStore
+
+        return SqliteStore.from_url(url, settings.sqlite_synchronous)
+    raise ValueError(f"unsupported store URL {url!r} (supported: sqlite:///PATH)")
+
+
+def open_bus(settings: Settings) -> Bus:
+    if settings.bus.startswith("memory://"):
+        return MemoryBus()
+    raise ValueError(f"unsupported bus URL {settings.bus!r} (supported: memory://)")
+
+
+@dataclass
+class Node:
+    """Everything one server process runs, wired together."""
+
+    settings: Settings
+    store: Store
+    bus: Bus
+    metrics: Metrics
+    service: ChatService
+    auth: AuthService
+    gateway: Gateway
+    fanout: Fanout
+    aggregator: ReceiptAggregator
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.bus.start(self.fanout.on_bus)
+        self.gateway.start()
+        self.aggregator.start()
+        log.info(
+            "node started", extra={"epoch": self.store.epoch, "store": self.settings.store_url}
+        )
+
+    async def stop(self) -> None:
+        await self.gateway.stop()
+        await self.aggregator.stop()
+        await self.fanout.close()
+        await self.bus.close()
+        await self.store.close()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        for name, probe in (("store", self.store.ping), ("bus", self.bus.ping)):
+            try:
+                await probe()
+                checks[name] = "ok"
+            except TidingsError as exc:
+                checks[name] = exc.message
+            except Exception as exc:
+                checks[name] = f"error: {exc}"
+        return checks
+
+
+NODE_KEY = web.AppKey("tidings_node", Node)
+
+
+def build_node(settings: Settings, store: Store | None = None, bus: Bus | None = None) -> Node:
+    store = store if store is not None else open_store(settings)
+    bus = bus if bus is not None else open_bus(settings)
+    metrics = Metrics()
+    service = ChatService(store, bus, settings)
+    auth = AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
+    registry = LocalRegistry(bus)
+    members = MemberCache(store, settings.member_cache_size)
+    fanout_ref: list[Fanout] = []
+    aggregator = ReceiptAggregator(
+        store,
+        settings.receipt_summary_interval_ms / 1000,
+        lambda user_id, payload: fanout_ref[0].send_to_user(user_id, payload, "receipt_summary"),
+    )
+    fanout = Fanout(registry, members, metrics, settings.receipt_detail_max_members, aggregator)
+    fanout_ref.append(fanout)
+    handler = SessionHandler(service, auth, store, registry, metrics, settings)
+    gateway = Gateway(handler, registry, metrics, settings)
+    return Node(settings, store, bus, metrics, service, auth, gateway, fanout, aggregator)
+
+
+def create_app(node: Node) -> web.Application:
+    """The aiohttp application serving HTTP and WebSocket for one node."""
+    app = web.Application(
+        middlewares=[make_error_middleware(node.metrics)],
+        client_max_size=node.settings.max_frame_bytes,
+    )
+    app[NODE_KEY] = node
+    api = HttpApi(node.service, node.auth, node.store, node.settings.max_frame_bytes)
+    openapi = msgspec.json.encode(build_openapi())
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_response(schemas.HealthOut("ok"))
+
+    async def readyz(_: web.Request) -> web.Response:
+        checks = await node.readiness()
+        ok = all(v == "ok" for v in checks.values())
+        return json_response(
+            schemas.HealthOut("ok" if ok else "unready", checks), 200 if ok else 503
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.Response(body=openapi, content_type="application/json")
+
+    app.add_routes(api.routes())
+    app.add_routes(
+        [
+            web.get("/v1/ws", node.gateway.handle),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics),
+            web.get("/openapi.json", openapi_json),
+        ]
+    )
+
+    async def lifecycle(_: web.Application):  # type: ignore[no-untyped-def]
+        await node.start()
+        yield
+        await node.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

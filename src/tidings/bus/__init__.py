@@ -1,0 +1,1 @@
+"""Message buses: the protocol (``base``) and its backends (``memory``, later ``redis``)."""

@@ -1,0 +1,217 @@
+"""The ``tidings`` command: serve, migrate, admin commands and benchmarks.
+
+Admin commands open the configured store directly (the same settings as
+``serve``), so they work with the server running or stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import msgspec
+
+from tidings.settings import Settings, load_settings
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "store": getattr(args, "store", None),
+    }
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    result: int = uvloop.run(coro)
+    return result
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from tidings.app import build_node, create_app
+    from tidings.observability.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    node = build_node(settings)
+    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=True)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    await site.start()
+    print(f"tidings listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+async def _with_store(settings: Settings, action: Callable[..., Awaitable[int]]) -> int:
+    from tidings.app import open_store
+
+    store = open_store(settings)
+    await store.start()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: object) -> int:
+        print(f"store at {settings.store_url} is migrated", file=sys.stderr)
+        return 0
+
+    return await _with_store(settings, action)
+
+
+async def _user_add(args: argparse.Namespace, settings: Settings) -> int:
+    from tidings.core.auth import AuthService
+    from tidings.core.errors import TidingsError
+    from tidings.store.base import Store
+
+    password = args.password or os.environ.get("TIDINGS_NEW_PASSWORD")
+    generated = False
+    if not password:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.name}: ")
+        else:
+            password = secrets.token_urlsafe(12)
+            generated = True
+
+    async def action(store: Store) -> int:
+        auth = AuthService(
+            store, settings.password_hash_memory_kib, settings.password_hash_time_cost
+        )
+        try:
+            user = await auth.register(args.name, password)
+        except TidingsError as exc:
+            print(f"error: {exc.code.value}: {exc.message}", file=sys.stderr)
+            return 1
+        out = {"user_id": user.user_id, "username": user.username}
+        if generated:
+            out["password"] = password
+        print(msgspec.json.encode(out).decode())
+        return 0
+
+    return await _with_store(settings, action)
+
+
+async def _conversation_create(args: argparse.Namespace, settings: Settings) -> int:
+    from tidings.bus.memory import MemoryBus
+    from tidings.core.errors import TidingsError
+    from tidings.core.ids import now_ms
+    from tidings.core.models import ConversationKind, Device
+    from tidings.core.service import ChatService
+    from tidings.store.base import Store
+
+    async def action(store: Store) -> int:
+        ids = []
+        for name in [args.creator, *args.members]:
+            creds = await store.get_credentials(name)
+            if creds is None:
+                print(f"error: no user {name!r}", file=sys.stderr)
+                return 1
+            ids.append(creds.user.user_id)
+        service = ChatService(store, MemoryBus(), settings)
+        admin = Device("cli", ids[0], "cli", now_ms())
+        try:
+            conv, created = await service.create_conversation(
+                admin, ConversationKind(args.kind), ids[1:], args.title
+            )
+        except TidingsError as exc:
+            print(f"error: {exc.code.value}: {exc.message}", file=sys.stderr)
+            return 1
+        print(
+            msgspec.json.encode(
+                {"conversation_id": conv.conversation_id, "created": created}
+            ).decode()
+        )
+        return 0
+
+    return await _with_store(settings, action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML settings file")
+        p.add_argument("--data-dir", help="data directory (SQLite database)")
+        p.add_argument("--store", help="store URL (default sqlite:///DATA_DIR/tidings.db)")
+
+    serve = sub.add_parser("serve", help="run the server")
+    common(serve)
+    serve.add_argument("--host", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the store's schema")
+    common(migrate)
+    migrate.set_defaults(handler=_migrate)
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    user_add = user.add_parser(
+        "add",
+        help="create a user (password from --password, "
+        "$TIDINGS_NEW_PASSWORD, a prompt, or generated)",
+    )
+    common(user_add)
+    user_add.add_argument("name")
+    user_add.add_argument("--password")
+    user_add.set_defaults(handler=_user_add)
+
+    conv = sub.add_parser("conversation", help="manage conversations").add_subparsers(
+        dest="action", required=True
+    )
+    conv_create = conv.add_parser("create", help="create a conversation between usernames")
+    common(conv_create)
+    conv_create.add_argument("--kind", choices=["direct", "group"], default="group")
+    conv_create.add_argument("--title")
+    conv_create.add_argument("--creator", required=True, help="username of the creator (admin)")
+    conv_create.add_argument("members", nargs="+", help="usernames of the other members")
+    conv_create.set_defaults(handler=_conversation_create)
+
+    try:
+        from tidings.bench.command import register as register_bench
+
+        register_bench(sub)
+    except ImportError:  # pragma: no cover - the bench package ships with tidings
+        pass
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "func"):  # the bench subcommand runs its own event loops
+        result: int = args.func(args)
+        return result
+    try:
+        settings = _settings(args)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    handler: Command = args.handler
+    return _run_loop(handler(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

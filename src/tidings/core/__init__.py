@@ -1,0 +1,1 @@
+"""The domain core: plain Python that knows no sockets and no SQL."""

@@ -1,0 +1,61 @@
+"""Events that travel between nodes on the bus.
+
+A node that persists a message publishes one :class:`MessageEvent` carrying the
+``msg`` frame already encoded, so that every node writes the same bytes to its
+local recipients without re-encoding (serialise once per message, not per
+recipient). Events are msgspec-encoded so the in-process bus and a networked
+bus carry exactly the same payloads.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class MessageEvent(msgspec.Struct, tag="message", frozen=True):
+    conversation_id: str
+    seq: int
+    sender_id: str
+    origin_session: str  # the sender's connection gets an ack, not this msg
+    frame: bytes  # the encoded ``msg`` frame
+    membership_changed: bool = False
+    extra_recipients: list[str] = []  # removed members still see their removal
+    added: list[str] = []
+
+
+class ReceiptEvent(msgspec.Struct, tag="receipt", frozen=True):
+    conversation_id: str
+    user_id: str
+    delivered_seq: int
+    read_seq: int
+
+
+class JoinedEvent(msgspec.Struct, tag="joined", frozen=True):
+    """Published on a user's topic when they join a conversation, so that the
+    nodes holding their connections start listening to it."""
+
+    conversation_id: str
+    user_id: str
+
+
+BusEvent = MessageEvent | ReceiptEvent | JoinedEvent
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(BusEvent)
+
+
+def encode_event(event: BusEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(payload: bytes) -> BusEvent:
+    result: BusEvent = _decoder.decode(payload)
+    return result
+
+
+def conversation_topic(conversation_id: str) -> str:
+    return f"conv:{conversation_id}"
+
+
+def user_topic(user_id: str) -> str:
+    return f"user:{user_id}"

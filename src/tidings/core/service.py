@@ -1,0 +1,325 @@
+"""The chat service: conversations, sending, syncing and cursors.
+
+This is the one place where the rules of the product live (who may post
+where, how a sync is paged, when a receipt is due). Transports call it and
+turn its results and :class:`TidingsError` rejections into frames or HTTP
+answers; backends are reached only through the ``Store`` and ``Bus``
+protocols, so the same code runs on SQLite and one process or on PostgreSQL
+and Redis across nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from tidings.bus.base import Bus
+from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.events import (
+    BusEvent,
+    JoinedEvent,
+    MessageEvent,
+    ReceiptEvent,
+    conversation_topic,
+    encode_event,
+    user_topic,
+)
+from tidings.core.frames import Msg, check_content, encode
+from tidings.core.ids import new_id, now_ms
+from tidings.core.models import (
+    AppendResult,
+    Conversation,
+    ConversationKind,
+    ConversationState,
+    CursorState,
+    Device,
+    Member,
+    Message,
+    NewMessage,
+    Role,
+)
+from tidings.core.ratelimit import KeyedRateLimiter
+from tidings.settings import Settings
+from tidings.store.base import Store
+
+log = logging.getLogger("tidings.messages")
+
+
+class SyncAnswer(msgspec.Struct, frozen=True):
+    messages: list[Message]
+    conversations: list[ConversationState]
+    token: str
+    more: bool
+
+
+def msg_frame(message: Message) -> bytes:
+    """Encode a stored message as the ``msg`` frame every recipient gets."""
+    return encode(
+        Msg(
+            conversation_id=message.conversation_id,
+            seq=message.seq,
+            message_id=message.message_id,
+            sender_id=message.sender_id,
+            client_msg_id=message.client_msg_id,
+            ts=message.ts,
+            content=msgspec.Raw(message.content),
+        )
+    )
+
+
+class ChatService:
+    def __init__(self, store: Store, bus: Bus, settings: Settings) -> None:
+        self._store = store
+        self._bus = bus
+        self._settings = settings
+        self._send_limiter = KeyedRateLimiter(
+            settings.send_rate_per_s, settings.send_burst, "messages"
+        )
+
+    @property
+    def epoch(self) -> str:
+        return self._store.epoch
+
+    async def _publish(self, topic: str, event: BusEvent) -> None:
+        # The bus is the fast path only: if it fails, the message is durable
+        # and every recipient repairs it by sync, so the send still succeeds.
+        try:
+            await self._bus.publish(topic, encode_event(event))
+        except Exception:
+            log.exception("bus publish failed", extra={"topic": topic})
+
+    # -- conversations -----------------------------------------------------------
+
+    async def create_conversation(
+        self, creator: Device, kind: ConversationKind, members: Sequence[str], title: str | None
+    ) -> tuple[Conversation, bool]:
+        others = sorted({m for m in members if m != creator.user_id})
+        if kind is ConversationKind.DIRECT and len(others) != 1:
+            raise TidingsError(
+                ErrorCode.BAD_REQUEST, "a direct conversation has exactly one other member"
+            )
+        if len(others) + 1 > self._settings.max_group_members:
+            raise TidingsError(
+                ErrorCode.BAD_REQUEST,
+                f"a group has at most {self._settings.max_group_members} members",
+            )
+        conversation, created = await self._store.create_conversation(
+            kind, creator.user_id, others, title, now_ms()
+        )
+        if created:
+            for user_id in [creator.user_id, *others]:
+                await self._publish(
+                    user_topic(user_id), JoinedEvent(conversation.conversation_id, user_id)
+                )
+        return conversation, created
+
+    async def _require_member(self, user_id: str, conversation_id: str) -> list[Member]:
+        members = await self._store.get_members(conversation_id)
+        if not any(m.user_id == user_id for m in members):
+            raise TidingsError(ErrorCode.NOT_MEMBER, "you are not a member of this conversation")
+        return members
+
+    async def get_members(self, user_id: str, conversation_id: str) -> list[Member]:
+        return await self._require_member(user_id, conversation_id)
+
+    async def list_conversations(self, device: Device) -> list[ConversationState]:
+        states, _ = await self._store.list_conversations(device.user_id, device.device_id)
+        return states
+
+    async def change_members(
+        self, actor: Device, conversation_id: str, add: Sequence[str], remove: Sequence[str]
+    ) -> Message | None:
+        """Add or remove group members; the change joins the seq stream as a message."""
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is None:
+            raise TidingsError(ErrorCode.NOT_FOUND, "no such conversation")
+        members = await self._require_member(actor.user_id, conversation_id)
+        if conversation.kind is not ConversationKind.GROUP:
+            raise TidingsError(ErrorCode.BAD_REQUEST, "members of a direct conversation are fixed")
+        is_admin = any(m.user_id == actor.user_id and m.role is Role.ADMIN for m in members)
+        leaving_only = not add and list(remove) == [actor.user_id]
+        if not is_admin and not leaving_only:
+            raise TidingsError(ErrorCode.FORBIDDEN, "only a group admin can change its members")
+        current = {m.user_id for m in members}
+        added = sorted(set(add) - current)
+        removed = sorted(set(remove) & current)
+        if len(current) + len(added) - len(removed) > self._settings.max_group_members:
+            raise TidingsError(
+                ErrorCode.BAD_REQUEST,
+                f"a group has at most {self._settings.max_group_members} members",
+            )
+        kind = "member_added" if added else "member_removed"
+        content = msgspec.json.encode(
+            {"kind": kind, "user_ids": added or removed, "by": actor.user_id}
+        )
+        event = NewMessage(
+            conversation_id=conversation_id,
+            sender_id=actor.user_id,
+            device_id=actor.device_id,
+            client_msg_id=new_id("sys"),
+            content=content,
+            ts=now_ms(),
+        )
+        result = await self._store.change_members(conversation_id, added, removed, event)
+        if result is None:
+            return None
+        message = result.message
+        for user_id in added:
+            await self._publish(user_topic(user_id), JoinedEvent(conversation_id, user_id))
+        await self._publish(
+            conversation_topic(conversation_id),
+            MessageEvent(
+                conversation_id=conversation_id,
+                seq=message.seq,
+                sender_id=message.sender_id,
+                origin_session="",
+                frame=msg_frame(message),
+                membership_changed=True,
+                extra_recipients=removed,
+                added=added,
+            ),
+        )
+        self._log_message(message, duplicate=False)
+        return message
+
+    async def history(
+        self,
+        user_id: str,
+        conversation_id: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[Message]:
+        await self._require_member(user_id, conversation_id)
+        limit = max(1, min(limit, self._settings.history_page_limit))
+        newest_first = after_seq == 0 and before_seq is not None
+        return await self._store.history(
+            conversation_id, after_seq, before_seq, limit, newest_first=newest_first
+        )
+
+    # -- messages ---------------------------------------------------------------
+
+    async def send(
+        self,
+        device: Device,
+        conversation_id: str,
+        client_msg_id: str,
+        content: bytes,
+        origin_session: str = "",
+    ) -> AppendResult:
+        """Persist a message (at most once per client_msg_id) and fan it out."""
+        check_content(content, self._settings.max_content_bytes)
+        self._send_limiter.check(device.user_id)
+        result = await self._store.append(
+            NewMessage(
+                conversation_id=conversation_id,
+                sender_id=device.user_id,
+                device_id=device.device_id,
+                client_msg_id=client_msg_id,
+                content=content,
+                ts=now_ms(),
+            )
+        )
+        message = result.message
+        if not result.duplicate:
+            await self._publish(
+                conversation_topic(conversation_id),
+                MessageEvent(
+                    conversation_id=conversation_id,
+                    seq=message.seq,
+                    sender_id=message.sender_id,
+                    origin_session=origin_session,
+                    frame=msg_frame(message),
+                ),
+            )
+        self._log_message(message, duplicate=result.duplicate)
+        return result
+
+    def _log_message(self, message: Message, duplicate: bool) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "message stored" if not duplicate else "duplicate send",
+                extra={
+                    "conversation_id": message.conversation_id,
+                    "seq": message.seq,
+                    "message_id": message.message_id,
+                    "client_msg_id": message.client_msg_id,
+                    "sender_id": message.sender_id,
+                    "duplicate": duplicate,
+                },
+            )
+
+    # -- sync and cursors ---------------------------------------------------------
+
+    def _parse_since(self, since: str | None) -> int:
+        if since is None:
+            return 0
+        epoch, _, version = since.rpartition(".")
+        if not epoch or not version.isdigit():
+            raise TidingsError(ErrorCode.BAD_FRAME, "malformed sync token")
+        # A token from another epoch predates a restore: list everything.
+        return int(version) if epoch == self._store.epoch else 0
+
+    async def sync(
+        self,
+        device: Device,
+        since: str | None,
+        cursors: Mapping[str, int] | None,
+        limit: int | None,
+    ) -> SyncAnswer:
+        """What the device misses: changed conversations since the token, from
+        its cursors (explicit, else the device's delivered cursor), paged."""
+        changed_after = self._parse_since(since)
+        budget = min(limit or self._settings.sync_page_limit, self._settings.sync_page_limit)
+        states, version = await self._store.list_conversations(
+            device.user_id, device.device_id, changed_after
+        )
+        cursors = cursors or {}
+        listed = {s.conversation_id for s in states}
+        if any(cid not in listed for cid in cursors):
+            everything, _ = await self._store.list_conversations(device.user_id, device.device_id)
+            states += [
+                s
+                for s in everything
+                if s.conversation_id in cursors and s.conversation_id not in listed
+            ]
+        messages: list[Message] = []
+        more = False
+        for state in states:
+            start = cursors.get(state.conversation_id, state.delivered_seq)
+            if start >= state.last_seq:
+                continue
+            if budget <= 0:
+                more = True
+                break
+            page = await self._store.history(state.conversation_id, start, None, budget)
+            messages.extend(page)
+            budget -= len(page)
+            if start + len(page) < state.last_seq:
+                more = True
+        token = f"{self._store.epoch}.{changed_after if more else version}"
+        return SyncAnswer(messages=messages, conversations=states, token=token, more=more)
+
+    async def advance_cursors(
+        self,
+        device: Device,
+        conversation_id: str,
+        delivered_seq: int | None,
+        read_seq: int | None,
+    ) -> CursorState:
+        state = await self._store.advance_cursors(
+            conversation_id, device.user_id, device.device_id, delivered_seq, read_seq
+        )
+        if state.moved:
+            await self._publish(
+                conversation_topic(conversation_id),
+                ReceiptEvent(
+                    conversation_id=conversation_id,
+                    user_id=device.user_id,
+                    delivered_seq=state.delivered_seq,
+                    read_seq=state.read_seq,
+                ),
+            )
+        return state

@@ -1,0 +1,1 @@
+"""The WebSocket gateway: sessions, local fan-out, receipts and heartbeats."""

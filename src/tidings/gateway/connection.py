@@ -1,0 +1,128 @@
+"""One WebSocket connection: its lifecycle state machine and its send path.
+
+Lifecycle (the only legal transitions; anything else is a bug and raises):
+
+    AWAITING_HELLO --hello ok--> OPEN --close/timeout/error--> CLOSED
+    AWAITING_HELLO --bad hello / timeout--> CLOSED
+
+Sending never awaits. Frames go straight into the transport's buffer; when
+that buffer holds more than ``send_buffer_bytes`` (the client is not reading
+fast enough) the connection is cut as a slow consumer, so a stuck client
+costs a bounded amount of memory (FM3) and never slows the sender's path. It
+will recover what it missed by ``sync`` on its next connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+
+from tidings.core.models import Device
+from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.wsframe import text_frame
+
+log = logging.getLogger("tidings.gateway")
+
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.AWAITING_HELLO: frozenset({State.OPEN, State.CLOSED}),
+    State.OPEN: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (4000-4999 are application codes)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    TOO_BIG = 1009
+    UNAUTHORIZED = 4001
+    SLOW_CONSUMER = 4002
+    HEARTBEAT_TIMEOUT = 4003
+    HELLO_TIMEOUT = 4004
+
+
+# After cutting a slow consumer, give the close frame this long to drain
+# before the socket is aborted outright.
+SLOW_CONSUMER_ABORT_S = 2.0
+
+
+class Connection:
+    __slots__ = (
+        "_on_cut",
+        "_send_buffer_bytes",
+        "_transport",
+        "device",
+        "frame_bucket",
+        "last_recv",
+        "network",
+        "session_id",
+        "state",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        transport: asyncio.Transport,
+        send_buffer_bytes: int,
+        frame_bucket: TokenBucket,
+        now: float,
+        on_cut: Callable[[Connection], None],
+    ) -> None:
+        self.session_id = session_id
+        self._transport = transport
+        self._send_buffer_bytes = send_buffer_bytes
+        self.frame_bucket = frame_bucket
+        self.last_recv = now
+        self.state = State.AWAITING_HELLO
+        self.device: Device | None = None
+        self.network = "unknown"
+        self._on_cut = on_cut
+
+    @property
+    def user_id(self) -> str:
+        assert self.device is not None
+        return self.device.user_id
+
+    def transition(self, new: State) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"illegal transition {self.state.value} -> {new.value}")
+        self.state = new
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Queue an already framed WebSocket frame; False if the connection is gone."""
+        transport = self._transport
+        if self.state is State.CLOSED or transport.is_closing():
+            return False
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self._send_buffer_bytes:
+            self.cut_slow_consumer()
+            return False
+        return True
+
+    def write(self, payload: bytes) -> bool:
+        """Frame and queue one JSON payload."""
+        return self.write_frame(text_frame(payload))
+
+    def cut_slow_consumer(self) -> None:
+        log.warning(
+            "slow consumer cut",
+            extra={
+                "session_id": self.session_id,
+                "buffered": self._transport.get_write_buffer_size(),
+            },
+        )
+        close = bytes((0x88, 2)) + int(CloseCode.SLOW_CONSUMER).to_bytes(2, "big")
+        self._transport.write(close)
+        self._transport.close()
+        asyncio.get_running_loop().call_later(SLOW_CONSUMER_ABORT_S, self._transport.abort)
+        self._on_cut(self)

@@ -1,0 +1,143 @@
+"""Delivery of bus events to this node's connections.
+
+The bus calls :meth:`Fanout.on_bus` synchronously for every event on a topic
+the node listens to. A message is framed once and the same bytes are written
+to every local connection of every member (except the sender's connection,
+which got its ``ack``). Nothing here awaits per recipient; only a member-list
+cache miss defers the delivery to a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from tidings.core.events import JoinedEvent, MessageEvent, ReceiptEvent, decode_event
+from tidings.core.frames import Receipt, encode
+from tidings.core.membership import MemberCache
+from tidings.gateway.receipts import ReceiptAggregator
+from tidings.gateway.registry import LocalRegistry
+from tidings.gateway.wsframe import text_frame
+from tidings.observability.metrics import Metrics
+
+log = logging.getLogger("tidings.fanout")
+
+
+class Fanout:
+    def __init__(
+        self,
+        registry: LocalRegistry,
+        members: MemberCache,
+        metrics: Metrics,
+        receipt_detail_max_members: int,
+        aggregator: ReceiptAggregator,
+    ) -> None:
+        self._registry = registry
+        self._members = members
+        self._metrics = metrics
+        self._detail_max = receipt_detail_max_members
+        self._aggregator = aggregator
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fan-out task failed", exc_info=task.exception())
+
+    def on_bus(self, topic: str, payload: bytes) -> None:
+        try:
+            event = decode_event(payload)
+        except Exception:
+            log.exception("undecodable bus event", extra={"topic": topic})
+            return
+        if isinstance(event, MessageEvent):
+            if event.membership_changed:
+                self._members.invalidate(event.conversation_id)
+            members = self._members.peek(event.conversation_id)
+            if members is None:
+                self._spawn(self._deliver_later(event))
+            else:
+                self._deliver(event, members)
+        elif isinstance(event, ReceiptEvent):
+            members = self._members.peek(event.conversation_id)
+            if members is None:
+                self._spawn(self._receipt_later(event))
+            else:
+                self._receipt(event, members)
+        elif isinstance(event, JoinedEvent):
+            self._spawn(self._registry.joined(event.user_id, event.conversation_id))
+
+    async def _deliver_later(self, event: MessageEvent) -> None:
+        self._deliver(event, await self._members.get(event.conversation_id))
+
+    def _deliver(self, event: MessageEvent, members: frozenset[str]) -> None:
+        frame = text_frame(event.frame)
+        origin = event.origin_session
+        sent = 0
+        registry = self._registry
+        recipients: frozenset[str] | set[str] = members
+        if event.extra_recipients:
+            recipients = set(members) | set(event.extra_recipients)
+        for user_id in recipients:
+            conns = registry.connections_of(user_id)
+            if conns is None:
+                continue
+            for conn in tuple(conns):
+                if conn.session_id != origin and conn.write_frame(frame):
+                    sent += 1
+        if sent:
+            self._metrics.frame_out("msg", sent)
+        large = len(members) > self._detail_max
+        if large and not event.membership_changed and registry.is_local(event.sender_id):
+            self._aggregator.sent(event.conversation_id, event.sender_id, event.seq)
+        for user_id in event.extra_recipients:
+            self._spawn(self._registry.left(user_id, event.conversation_id))
+
+    async def _receipt_later(self, event: ReceiptEvent) -> None:
+        self._receipt(event, await self._members.get(event.conversation_id))
+
+    def _receipt(self, event: ReceiptEvent, members: frozenset[str]) -> None:
+        if len(members) > self._detail_max:
+            self._aggregator.cursor_moved(event.conversation_id)
+            return
+        payload = encode(
+            Receipt(
+                conversation_id=event.conversation_id,
+                user_id=event.user_id,
+                delivered_seq=event.delivered_seq,
+                read_seq=event.read_seq,
+            )
+        )
+        frame = text_frame(payload)
+        sent = 0
+        for user_id in members:
+            if user_id == event.user_id:
+                continue
+            for conn in tuple(self._registry.connections_of(user_id) or ()):
+                if conn.write_frame(frame):
+                    sent += 1
+        if sent:
+            self._metrics.frame_out("receipt", sent)
+
+    def send_to_user(self, user_id: str, payload: bytes, kind: str) -> int:
+        """Write one payload to every local connection of a user; returns how many."""
+        frame = text_frame(payload)
+        sent = 0
+        for conn in tuple(self._registry.connections_of(user_id) or ()):
+            if conn.write_frame(frame):
+                sent += 1
+        if sent:
+            self._metrics.frame_out(kind, sent)
+        return sent
+
+    async def close(self) -> None:
+        for task in tuple(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

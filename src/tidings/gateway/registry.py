@@ -1,0 +1,93 @@
+"""Which users are connected to this node, and which bus topics that needs.
+
+The node listens to a conversation's topic while at least one local user is a
+member of it, and to each local user's own topic (to learn of conversations
+they join). Topics are reference-counted per user, not per connection, so a
+user with three devices on one node costs one subscription per conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tidings.bus.base import Bus
+from tidings.core.events import conversation_topic, user_topic
+from tidings.gateway.connection import Connection
+
+
+class LocalRegistry:
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._by_user: dict[str, list[Connection]] = {}
+        self._user_conversations: dict[str, set[str]] = {}
+        self._topic_refs: dict[str, int] = {}
+
+    def connections_of(self, user_id: str) -> list[Connection] | None:
+        return self._by_user.get(user_id)
+
+    def all_connections(self) -> list[Connection]:
+        return [c for conns in self._by_user.values() for c in conns]
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._by_user.values())
+
+    def is_local(self, user_id: str) -> bool:
+        return user_id in self._by_user
+
+    async def add(self, conn: Connection, conversation_ids: Iterable[str]) -> None:
+        """Register an open connection; the first of a user subscribes their topics."""
+        user_id = conn.user_id
+        conns = self._by_user.get(user_id)
+        if conns is not None:
+            conns.append(conn)
+            return
+        self._by_user[user_id] = [conn]
+        convs = set(conversation_ids)
+        self._user_conversations[user_id] = convs
+        await self._ref(user_topic(user_id))
+        for cid in convs:
+            await self._ref(conversation_topic(cid))
+
+    async def remove(self, conn: Connection) -> None:
+        """Forget a connection (idempotent); the last of a user drops their topics."""
+        if conn.device is None:
+            return
+        user_id = conn.user_id
+        conns = self._by_user.get(user_id)
+        if conns is None or conn not in conns:
+            return
+        conns.remove(conn)
+        if conns:
+            return
+        del self._by_user[user_id]
+        await self._unref(user_topic(user_id))
+        for cid in self._user_conversations.pop(user_id, set()):
+            await self._unref(conversation_topic(cid))
+
+    async def joined(self, user_id: str, conversation_id: str) -> None:
+        convs = self._user_conversations.get(user_id)
+        if convs is None or conversation_id in convs:
+            return
+        convs.add(conversation_id)
+        await self._ref(conversation_topic(conversation_id))
+
+    async def left(self, user_id: str, conversation_id: str) -> None:
+        convs = self._user_conversations.get(user_id)
+        if convs is None or conversation_id not in convs:
+            return
+        convs.discard(conversation_id)
+        await self._unref(conversation_topic(conversation_id))
+
+    async def _ref(self, topic: str) -> None:
+        count = self._topic_refs.get(topic, 0)
+        self._topic_refs[topic] = count + 1
+        if count == 0:
+            await self._bus.subscribe(topic)
+
+    async def _unref(self, topic: str) -> None:
+        count = self._topic_refs.get(topic, 0) - 1
+        if count > 0:
+            self._topic_refs[topic] = count
+            return
+        self._topic_refs.pop(topic, None)
+        await self._bus.unsubscribe(topic)

@@ -1,0 +1,161 @@
+"""The WebSocket endpoint ``/v1/ws`` on aiohttp, and the node's connection housekeeping.
+
+aiohttp was chosen by measurement (docs/architecture.md): with the
+``websockets`` library it is the cheapest Python WebSocket stack per idle
+connection and per delivery on these machines, and it also serves the HTTP
+API on the same port. Its built-in autoping is off: client pings count as
+activity for our own heartbeat, which one sweeper task enforces for every
+connection (no timer per connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.ids import new_id
+from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.connection import CloseCode, Connection, State
+from tidings.gateway.registry import LocalRegistry
+from tidings.gateway.session import SessionHandler, Unauthorized
+from tidings.observability.metrics import Metrics
+from tidings.settings import Settings
+
+log = logging.getLogger("tidings.gateway")
+
+# How often the sweeper looks for silent connections, as a fraction of the
+# heartbeat interval: a dead link is found within 2.25 heartbeats at worst.
+SWEEP_FRACTION = 4
+# Give a closing handshake this long before the socket is dropped.
+CLOSE_TIMEOUT_S = 2.0
+
+
+class Gateway:
+    def __init__(
+        self,
+        handler: SessionHandler,
+        registry: LocalRegistry,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
+        self._handler = handler
+        self._registry = registry
+        self._metrics = metrics
+        self._settings = settings
+        self._live: dict[str, tuple[Connection, web.WebSocketResponse]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._cleanup_tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await asyncio.gather(
+            *(
+                ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
+                for _, ws in list(self._live.values())
+            ),
+            return_exceptions=True,
+        )
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            max_msg_size=self._settings.max_frame_bytes,
+            autoping=False,
+            compress=False,
+            timeout=CLOSE_TIMEOUT_S,
+        )
+        await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        now = time.monotonic()
+        conn = Connection(
+            session_id=new_id("s"),
+            transport=transport,
+            send_buffer_bytes=self._settings.send_buffer_bytes,
+            frame_bucket=TokenBucket(
+                self._settings.frame_rate_per_s, self._settings.frame_burst, now
+            ),
+            now=now,
+            on_cut=self._on_cut,
+        )
+        self._live[conn.session_id] = (conn, ws)
+        try:
+            await self._serve(conn, ws)
+        finally:
+            await self._forget(conn)
+        return ws
+
+    async def _serve(self, conn: Connection, ws: web.WebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                try:
+                    await self._handler.handle(conn, msg.data)
+                except Unauthorized:
+                    await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
+                    return
+            elif msg.type is WSMsgType.PING:
+                conn.last_recv = time.monotonic()
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.PONG:
+                conn.last_recv = time.monotonic()
+            elif msg.type is WSMsgType.BINARY:
+                conn.last_recv = time.monotonic()
+                self._handler.reject(
+                    conn, TidingsError(ErrorCode.BAD_FRAME, "frames must be text (JSON)")
+                )
+            elif msg.type is WSMsgType.ERROR:
+                log.info(
+                    "websocket error",
+                    extra={"session_id": conn.session_id, "error": str(ws.exception())},
+                )
+                return
+
+    async def _forget(self, conn: Connection) -> None:
+        self._live.pop(conn.session_id, None)
+        if conn.state is State.OPEN:
+            self._metrics.connections.dec()
+        if conn.state is not State.CLOSED:
+            conn.transition(State.CLOSED)
+        await self._registry.remove(conn)
+
+    def _on_cut(self, conn: Connection) -> None:
+        self._metrics.slow_consumers.inc()
+        if conn.session_id in self._live:
+            task = asyncio.get_running_loop().create_task(self._forget(conn))
+            self._cleanup_tasks.add(task)
+            task.add_done_callback(self._cleanup_tasks.discard)
+
+    async def _sweep_forever(self) -> None:
+        interval = self._settings.heartbeat_ms / 1000 / SWEEP_FRACTION
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep(time.monotonic())
+            except Exception:
+                log.exception("heartbeat sweep failed")
+
+    async def sweep(self, now: float) -> None:
+        """Close connections silent for 2 heartbeats, or without hello in time."""
+        idle_limit = 2 * self._settings.heartbeat_ms / 1000
+        hello_limit = self._settings.hello_timeout_ms / 1000
+        doomed: list[tuple[web.WebSocketResponse, CloseCode, bytes]] = []
+        for conn, ws in self._live.values():
+            silent = now - conn.last_recv
+            if conn.state is State.AWAITING_HELLO and silent > hello_limit:
+                doomed.append((ws, CloseCode.HELLO_TIMEOUT, b"no hello in time"))
+            elif conn.state is State.OPEN and silent > idle_limit:
+                doomed.append((ws, CloseCode.HEARTBEAT_TIMEOUT, b"heartbeat timeout"))
+        await asyncio.gather(
+            *(ws.close(code=code, message=reason) for ws, code, reason in doomed),
+            return_exceptions=True,
+        )

@@ -1,0 +1,229 @@
+"""What a connection's frames mean: the dispatch from decoded frames to the
+chat service, and from its answers and rejections to server frames.
+
+Frames of one connection are handled one after another, in arrival order, so
+that two sends from one client get seqs in the order it sent them. Any
+:class:`TidingsError` becomes an ``error`` frame answering that frame only;
+an unexpected exception becomes ``internal`` and is logged, and in both cases
+the connection (and everyone else's) goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tidings.core.auth import AuthService
+from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.frames import (
+    Ack,
+    ClientFrame,
+    ConversationCursor,
+    Delivered,
+    FrameError,
+    Hello,
+    Limits,
+    Ping,
+    Pong,
+    PresenceIn,
+    PresenceSubscribe,
+    Read,
+    Send,
+    Sync,
+    SyncDone,
+    TypingIn,
+    Welcome,
+    decode_client_frame,
+    encode,
+    error_frame,
+)
+from tidings.core.ids import now_ms
+from tidings.core.service import ChatService, msg_frame
+from tidings.gateway.connection import Connection, State
+from tidings.gateway.registry import LocalRegistry
+from tidings.observability.metrics import Metrics
+from tidings.settings import Settings
+from tidings.store.base import Store
+
+log = logging.getLogger("tidings.gateway")
+
+# Typing indicators are the presence issue's; until then their TTL is announced
+# so clients can plan their refresh timers.
+TYPING_TTL_MS = 5000
+
+
+class Unauthorized(Exception):
+    """The hello was refused: the caller closes the socket with 4001."""
+
+
+class SessionHandler:
+    """Turns one connection's frames into service calls (shared by all connections)."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        auth: AuthService,
+        store: Store,
+        registry: LocalRegistry,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
+        self._service = service
+        self._auth = auth
+        self._store = store
+        self._registry = registry
+        self._metrics = metrics
+        self._settings = settings
+        self._limits = Limits(
+            max_content_bytes=settings.max_content_bytes,
+            max_frame_bytes=settings.max_frame_bytes,
+            typing_ttl_ms=TYPING_TTL_MS,
+            max_group_members=settings.max_group_members,
+            send_rate_per_s=settings.send_rate_per_s,
+            send_burst=settings.send_burst,
+        )
+
+    def _reply(self, conn: Connection, kind: str, payload: bytes) -> None:
+        if conn.write(payload):
+            self._metrics.frame_out(kind)
+
+    def reject(self, conn: Connection, error: TidingsError, ref: str | None = None) -> None:
+        self._metrics.errors.labels(error.code.value).inc()
+        self._reply(conn, "error", encode(error_frame(error, ref)))
+
+    async def handle(self, conn: Connection, data: str | bytes) -> None:
+        """Handle one text frame; raises :class:`Unauthorized` to close with 4001."""
+        now = time.monotonic()
+        conn.last_recv = now
+        try:
+            frame = decode_client_frame(data, self._settings.max_content_bytes)
+        except FrameError as exc:
+            self._metrics.frame_in("other")
+            if conn.state is State.AWAITING_HELLO:
+                self.reject(
+                    conn, TidingsError(ErrorCode.UNAUTHORIZED, "the first frame must be hello")
+                )
+                raise Unauthorized from None
+            self.reject(conn, exc)
+            return
+        kind = type(frame).__struct_config__.tag
+        self._metrics.frame_in(str(kind))
+        if conn.state is State.AWAITING_HELLO:
+            await self._hello(conn, frame)
+            return
+        wait_ms = conn.frame_bucket.try_take(now)
+        if wait_ms:
+            self.reject(
+                conn,
+                TidingsError(ErrorCode.RATE_LIMITED, "too many frames", retry_after_ms=wait_ms),
+                _ref(frame),
+            )
+            return
+        try:
+            await self._dispatch(conn, frame)
+        except TidingsError as exc:
+            self.reject(conn, exc, _ref(frame))
+        except Exception:
+            log.exception("frame handling failed", extra={"session_id": conn.session_id})
+            self.reject(conn, TidingsError(ErrorCode.INTERNAL, "internal error"), _ref(frame))
+
+    async def _hello(self, conn: Connection, frame: ClientFrame) -> None:
+        if not isinstance(frame, Hello):
+            self.reject(conn, TidingsError(ErrorCode.UNAUTHORIZED, "the first frame must be hello"))
+            raise Unauthorized
+        try:
+            device = await self._auth.authenticate(frame.token)
+            states, _ = await self._store.list_conversations(device.user_id, device.device_id)
+        except TidingsError as exc:
+            self.reject(conn, exc, frame.id)
+            raise Unauthorized from None
+        conn.device = device
+        if frame.client is not None:
+            conn.network = frame.client.network
+        conn.transition(State.OPEN)
+        await self._registry.add(conn, (s.conversation_id for s in states))
+        self._metrics.connections.inc()
+        welcome = Welcome(
+            user_id=device.user_id,
+            device_id=device.device_id,
+            session_id=conn.session_id,
+            epoch=self._service.epoch,
+            heartbeat_ms=self._settings.heartbeat_ms,
+            server_time=now_ms(),
+            limits=self._limits,
+        )
+        self._reply(conn, "welcome", encode(welcome))
+
+    async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
+        device = conn.device
+        assert device is not None
+        if isinstance(frame, Send):
+            started = time.perf_counter()
+            result = await self._service.send(
+                device,
+                frame.conversation_id,
+                frame.client_msg_id,
+                bytes(frame.content),
+                origin_session=conn.session_id,
+            )
+            message = result.message
+            ack = Ack(
+                id=frame.id,
+                client_msg_id=message.client_msg_id,
+                conversation_id=message.conversation_id,
+                seq=message.seq,
+                message_id=message.message_id,
+                ts=message.ts,
+                duplicate=result.duplicate,
+            )
+            self._reply(conn, "ack", encode(ack))
+            if not result.duplicate:
+                self._metrics.messages_persisted.inc()
+            self._metrics.ack_latency.observe(time.perf_counter() - started)
+        elif isinstance(frame, Delivered | Read):
+            is_read = isinstance(frame, Read)
+            await self._service.advance_cursors(
+                device,
+                frame.conversation_id,
+                None if is_read else frame.seq,
+                frame.seq if is_read else None,
+            )
+        elif isinstance(frame, Sync):
+            await self._sync(conn, frame)
+        elif isinstance(frame, Ping):
+            self._reply(conn, "pong", encode(Pong(id=frame.id)))
+        elif isinstance(frame, Hello):
+            raise TidingsError(ErrorCode.BAD_FRAME, "hello was already received")
+        elif isinstance(frame, TypingIn | PresenceIn | PresenceSubscribe):
+            # Accepted and ignored until presence lands (see docs/protocol.md).
+            return
+
+    async def _sync(self, conn: Connection, frame: Sync) -> None:
+        assert conn.device is not None
+        answer = await self._service.sync(conn.device, frame.since, frame.cursors, frame.limit)
+        for message in answer.messages:
+            self._reply(conn, "msg", msg_frame(message))
+        done = SyncDone(
+            id=frame.id,
+            token=answer.token,
+            more=answer.more,
+            conversations=[
+                ConversationCursor(
+                    conversation_id=s.conversation_id,
+                    last_seq=s.last_seq,
+                    delivered_seq=s.delivered_seq,
+                    read_seq=s.read_seq,
+                    unread=s.unread,
+                )
+                for s in answer.conversations
+            ],
+        )
+        self._reply(conn, "sync_done", encode(done))
+
+
+def _ref(frame: ClientFrame) -> str | None:
+    if frame.id is not None:
+        return frame.id
+    if isinstance(frame, Send):
+        return frame.client_msg_id
+    return None

@@ -1,0 +1,232 @@
+"""The HTTP API (PROTOCOL.md, "HTTP"): thin handlers over the chat service.
+
+Every handler decodes its body with ``tidings.core.frames.decode_body`` and
+lets :class:`TidingsError` propagate; one middleware turns errors into
+``{"error": {"code", "message", "retryable"}}`` with the code's status, so
+HTTP and WebSocket reject the same input with the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from tidings.core.auth import AuthService
+from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.frames import (
+    CreateConversationBody,
+    LoginBody,
+    MembersBody,
+    PostMessageBody,
+    RegisterBody,
+    decode_body,
+)
+from tidings.core.models import ConversationKind, Device
+from tidings.core.service import ChatService
+from tidings.http import schemas
+from tidings.observability.metrics import Metrics
+from tidings.store.base import Store
+
+log = logging.getLogger("tidings.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: msgspec.Struct, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+
+
+def error_response(error: TidingsError) -> web.Response:
+    detail = schemas.ErrorDetail(
+        code=error.code.value,
+        message=error.message,
+        retryable=error.retryable,
+        retry_after_ms=error.retry_after_ms,
+    )
+    response = json_response(schemas.ErrorBody(detail), error.http_status)
+    if error.retry_after_ms is not None:
+        response.headers["Retry-After"] = str(max(1, -(-error.retry_after_ms // 1000)))
+    return response
+
+
+def make_error_middleware(metrics: Metrics) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except TidingsError as exc:
+            metrics.errors.labels(exc.code.value).inc()
+            return error_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(TidingsError(ErrorCode.TOO_LARGE, "request body too large"))
+        except web.HTTPNotFound:
+            return error_response(TidingsError(ErrorCode.NOT_FOUND, "no such endpoint"))
+        except web.HTTPMethodNotAllowed:
+            return error_response(TidingsError(ErrorCode.BAD_REQUEST, "method not allowed"))
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("request failed", extra={"path": request.path})
+            metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
+            return error_response(TidingsError(ErrorCode.INTERNAL, "internal error"))
+
+    return errors
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 16:
+        raise TidingsError(ErrorCode.BAD_REQUEST, f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+class HttpApi:
+    def __init__(
+        self, service: ChatService, auth: AuthService, store: Store, max_body_bytes: int
+    ) -> None:
+        self._service = service
+        self._auth = auth
+        self._store = store
+        self._max_body = max_body_bytes
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/auth/register", self.register),
+            web.post("/v1/auth/login", self.login),
+            web.post("/v1/auth/logout", self.logout),
+            web.get("/v1/users", self.find_user),
+            web.get("/v1/users/{user_id}", self.get_user),
+            web.post("/v1/conversations", self.create_conversation),
+            web.get("/v1/conversations", self.list_conversations),
+            web.get("/v1/conversations/{cid}", self.get_conversation),
+            web.post("/v1/conversations/{cid}/members", self.add_members),
+            web.delete("/v1/conversations/{cid}/members/{user_id}", self.remove_member),
+            web.get("/v1/conversations/{cid}/messages", self.history),
+            web.post("/v1/conversations/{cid}/messages", self.post_message),
+            web.get("/v1/conversations/{cid}/receipts", self.receipts),
+        ]
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise TidingsError(ErrorCode.TOO_LARGE, "request body too large")
+        return await request.read()
+
+    async def _device(self, request: web.Request) -> Device:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise TidingsError(ErrorCode.UNAUTHORIZED, "missing bearer token")
+        return await self._auth.authenticate(token.strip())
+
+    async def register(self, request: web.Request) -> web.Response:
+        body = decode_body(await self._body(request), RegisterBody)
+        user = await self._auth.register(body.username, body.password)
+        return json_response(schemas.RegisterOut(user.user_id), 201)
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = decode_body(await self._body(request), LoginBody)
+        token, device = await self._auth.login(body.username, body.password, body.device_name)
+        return json_response(schemas.LoginOut(token, device.user_id, device.device_id))
+
+    async def logout(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        await self._store.revoke_device(device.device_id)
+        return web.Response(status=204)
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        await self._device(request)
+        user = await self._store.get_user(request.match_info["user_id"])
+        if user is None:
+            raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
+        return json_response(schemas.user_out(user))
+
+    async def find_user(self, request: web.Request) -> web.Response:
+        await self._device(request)
+        username = request.query.get("username")
+        if not username:
+            raise TidingsError(ErrorCode.BAD_REQUEST, "give ?username=")
+        creds = await self._store.get_credentials(username)
+        if creds is None:
+            raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
+        return json_response(schemas.user_out(creds.user))
+
+    async def create_conversation(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        body = decode_body(await self._body(request), CreateConversationBody)
+        conv, created = await self._service.create_conversation(
+            device, ConversationKind(body.kind), body.members, body.title
+        )
+        members = await self._store.get_members(conv.conversation_id)
+        return json_response(schemas.conversation_out(conv, members), 201 if created else 200)
+
+    async def list_conversations(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        states = await self._service.list_conversations(device)
+        return json_response(schemas.ConversationListOut([schemas.summary_out(s) for s in states]))
+
+    async def get_conversation(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        cid = request.match_info["cid"]
+        members = await self._service.get_members(device.user_id, cid)
+        conv = await self._store.get_conversation(cid)
+        if conv is None:
+            raise TidingsError(ErrorCode.NOT_FOUND, "no such conversation")
+        return json_response(schemas.conversation_out(conv, members))
+
+    async def add_members(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        body = decode_body(await self._body(request), MembersBody)
+        message = await self._service.change_members(
+            device, request.match_info["cid"], body.user_ids, ()
+        )
+        return json_response(
+            schemas.MembersChangedOut(schemas.message_out(message) if message else None)
+        )
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        message = await self._service.change_members(
+            device, request.match_info["cid"], (), (request.match_info["user_id"],)
+        )
+        return json_response(
+            schemas.MembersChangedOut(schemas.message_out(message) if message else None)
+        )
+
+    async def history(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        after = _int_param(request, "after_seq", 0) or 0
+        before = _int_param(request, "before_seq", None)
+        limit = _int_param(request, "limit", 50) or 50
+        messages = await self._service.history(
+            device.user_id, request.match_info["cid"], after, before, limit
+        )
+        return json_response(schemas.MessageListOut([schemas.message_out(m) for m in messages]))
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        body = decode_body(await self._body(request), PostMessageBody)
+        result = await self._service.send(
+            device, request.match_info["cid"], body.client_msg_id, bytes(body.content)
+        )
+        m = result.message
+        ack = schemas.AckOut(
+            conversation_id=m.conversation_id,
+            client_msg_id=m.client_msg_id,
+            seq=m.seq,
+            message_id=m.message_id,
+            ts=m.ts,
+            duplicate=result.duplicate,
+        )
+        return json_response(ack, 200 if result.duplicate else 201)
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        device = await self._device(request)
+        members = await self._service.get_members(device.user_id, request.match_info["cid"])
+        return json_response(schemas.MemberListOut([schemas.member_out(m) for m in members]))

@@ -1,0 +1,126 @@
+"""One typed settings object, read from defaults < TOML file < ``TIDINGS_*``
+environment variables < command-line flags.
+
+Every field's docstring comment is the configuration reference in
+docs/operations.md; ``tests/test_settings.py`` checks that the page lists every
+field. Names are flat (``send_rate_per_s``) so that each maps one-to-one to an
+environment variable (``TIDINGS_SEND_RATE_PER_S``) and a TOML key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TIDINGS_"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = 8080
+    """TCP port for HTTP and WebSocket."""
+    data_dir: str = "./data"
+    """Directory for the embedded SQLite database (created if missing)."""
+    store: str = ""
+    """Store URL; empty means ``sqlite:///<data_dir>/tidings.db``."""
+    bus: str = "memory://"
+    """Bus URL: ``memory://`` (single process)."""
+    sqlite_synchronous: str = "full"
+    """SQLite ``PRAGMA synchronous`` (``full``: an ack survives power loss; ``normal``:
+    survives a process crash, not an OS crash)."""
+    max_content_bytes: int = 64 * 1024
+    """Largest message content (its JSON encoding) accepted; larger gets ``too_large``."""
+    max_frame_bytes: int = 1024 * 1024
+    """Largest WebSocket frame; larger closes the connection with code 1009."""
+    max_group_members: int = 1000
+    """Largest group size."""
+    receipt_detail_max_members: int = 32
+    """Groups up to this size get per-member ``receipt`` frames; larger ones coalesced
+    ``receipt_summary`` counts."""
+    receipt_summary_interval_ms: int = 1000
+    """At most one ``receipt_summary`` per conversation per interval."""
+    heartbeat_ms: int = 25_000
+    """Clients must send something this often; silent for twice as long is closed."""
+    hello_timeout_ms: int = 10_000
+    """A connection that has not sent ``hello`` within this is closed with 4001."""
+    send_rate_per_s: float = 50.0
+    """Sustained ``send`` rate per user (token bucket refill)."""
+    send_burst: int = 500
+    """Burst of ``send`` per user (token bucket size): an outbox flush of a few hundred fits."""
+    frame_rate_per_s: float = 500.0
+    """Sustained rate of all frames per connection."""
+    frame_burst: int = 2000
+    """Burst of frames per connection."""
+    send_buffer_bytes: int = 1024 * 1024
+    """Bytes queued to one connection beyond which it is cut as a slow consumer (FM3)."""
+    sync_page_limit: int = 500
+    """Most messages in one ``sync`` answer; the rest follow with ``more``."""
+    history_page_limit: int = 200
+    """Most messages one history call returns."""
+    password_hash_memory_kib: int = 65_536
+    """argon2id memory cost per password hash (KiB); lower only for tests and benchmarks."""
+    password_hash_time_cost: int = 3
+    """argon2id iterations per password hash."""
+    member_cache_size: int = 10_000
+    """Conversations whose member lists a node keeps in memory for fan-out."""
+    log_level: str = "info"
+    """Log level: debug, info, warning, error."""
+    log_format: str = "json"
+    """``json`` (one object per line) or ``text``."""
+
+    @property
+    def store_url(self) -> str:
+        if self.store:
+            return self.store
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'tidings.db'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    kind = _TYPES[str(field.type)]
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {field.name} must be {kind.__name__}, got {raw!r}") from exc
+
+
+def load_settings(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from a TOML file, the environment and explicit overrides."""
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    if config_file:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+        section = data.get("tidings", data)
+        for key, raw in section.items():
+            if key not in fields:
+                raise ValueError(f"{config_file}: unknown setting {key!r}")
+            values[key] = _coerce(fields[key], raw, config_file)
+    for name, field in fields.items():
+        raw_env = env.get(ENV_PREFIX + name.upper())
+        if raw_env is not None:
+            values[name] = _coerce(field, raw_env, ENV_PREFIX + name.upper())
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(fields[key], raw, "--" + key.replace("_", "-"))
+    return Settings(**values)

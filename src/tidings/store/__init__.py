@@ -1,0 +1,1 @@
+"""Message stores: the protocol (``base``) and its backends (``sqlite``, later ``postgres``)."""

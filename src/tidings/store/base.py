@@ -1,0 +1,167 @@
+"""The store protocol: the durable source of truth for accounts, conversations,
+messages and cursors.
+
+Every backend passes ``tests/store/conformance.py`` unchanged. Contracts that
+the core relies on:
+
+- ``append`` assigns ``seq = last_seq + 1`` in the same transaction that saves
+  the message, so seqs per conversation are gap-free and unique however many
+  writers race; a known ``(sender_id, client_msg_id)`` returns the stored
+  message with ``duplicate=True`` and writes nothing.
+- A method that raises has changed nothing.
+- Failures to reach the database raise ``TidingsError(UNAVAILABLE)`` so that
+  clients retry; domain rejections raise the matching code (``not_member``,
+  ``not_found``, ``conflict``).
+- Cursors only move forward and never past ``last_seq``.
+- ``version`` is a store-wide counter bumped by every append; a conversation
+  remembers the version of its last append, which makes "what changed since
+  token T" one indexed comparison (sync cost grows with what changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from tidings.core.models import (
+    AppendResult,
+    Conversation,
+    ConversationKind,
+    ConversationState,
+    Credentials,
+    CursorState,
+    Device,
+    Member,
+    Message,
+    NewMessage,
+    ReceiptCounts,
+    User,
+)
+
+
+class Store(Protocol):
+    """Durable storage. All methods are coroutines safe to call concurrently."""
+
+    @property
+    def epoch(self) -> str:
+        """Random id fixed when the store was created; changed by a restore."""
+        ...
+
+    async def start(self) -> None:
+        """Open connections and apply migrations (idempotent)."""
+
+    async def close(self) -> None:
+        """Flush pending writes and release connections."""
+
+    async def ping(self) -> None:
+        """Return if the database answers, else raise ``UNAVAILABLE`` (readiness)."""
+
+    # -- accounts ---------------------------------------------------------
+    async def create_user(self, username: str, password_hash: str, now: int) -> User:
+        """Create a user; ``CONFLICT`` if the username (case-insensitive) is taken."""
+        ...
+
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def get_credentials(self, username: str) -> Credentials | None:
+        """The user and password hash for a username (case-insensitive)."""
+        ...
+
+    async def create_device(self, user_id: str, name: str, token_hash: str, now: int) -> Device:
+        """Register a device (one login) whose bearer token hashes to ``token_hash``."""
+        ...
+
+    async def device_for_token(self, token_hash: str) -> Device | None:
+        """The live (not revoked) device for a token hash, else None."""
+        ...
+
+    async def revoke_device(self, device_id: str) -> bool:
+        """Revoke a device's token; True if it was live."""
+        ...
+
+    # -- conversations ----------------------------------------------------
+    async def create_conversation(
+        self,
+        kind: ConversationKind,
+        creator_id: str,
+        member_ids: Sequence[str],
+        title: str | None,
+        now: int,
+    ) -> tuple[Conversation, bool]:
+        """Create a conversation; the creator is a member (and a group's admin).
+
+        ``member_ids`` are the others (unknown users: ``NOT_FOUND``). A direct
+        conversation is unique per pair: asking again returns the existing one
+        with ``created=False``.
+        """
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    async def get_members(self, conversation_id: str) -> list[Member]:
+        """Current members with their cursors, ordered by user_id."""
+        ...
+
+    async def change_members(
+        self,
+        conversation_id: str,
+        add: Sequence[str],
+        remove: Sequence[str],
+        event: NewMessage,
+    ) -> AppendResult | None:
+        """Add/remove members and append ``event`` (its content describes the
+        change) in one transaction. Adding a member already present or removing
+        an absent one is a no-op; when nothing changes, nothing is appended and
+        None is returned. Unknown users: ``NOT_FOUND``.
+        """
+        ...
+
+    # -- messages -----------------------------------------------------------
+    async def append(self, message: NewMessage) -> AppendResult:
+        """Store a message at the next seq (see the module contract).
+
+        The sender must be a member (``NOT_MEMBER``, also for an unknown
+        conversation). The sender's own cursors (member and device) advance to
+        the new seq: writing implies having read the conversation.
+        """
+        ...
+
+    async def history(
+        self,
+        conversation_id: str,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[Message]:
+        """Messages with ``after_seq < seq < before_seq``, in seq order; with
+        ``newest_first`` the ``limit`` highest of them (still returned ascending).
+        """
+        ...
+
+    # -- cursors and listings ----------------------------------------------
+    async def advance_cursors(
+        self,
+        conversation_id: str,
+        user_id: str,
+        device_id: str,
+        delivered_seq: int | None,
+        read_seq: int | None,
+    ) -> CursorState:
+        """Move the device's and the member's cursors forward (never back, and
+        clamped to ``last_seq``); ``read`` implies ``delivered``. ``NOT_MEMBER``
+        if the user is not a member.
+        """
+        ...
+
+    async def list_conversations(
+        self, user_id: str, device_id: str, changed_after: int = 0
+    ) -> tuple[list[ConversationState], int]:
+        """The user's conversations whose version is above ``changed_after``
+        (all with 0), ordered by version, and the store's current version.
+        """
+        ...
+
+    async def receipt_counts(self, conversation_id: str, seq: int) -> ReceiptCounts:
+        """How many members have delivered / read at least ``seq``."""
+        ...
