@@ -40,6 +40,9 @@ class Fanout:
         self._detail_max = receipt_detail_max_members
         self._aggregator = aggregator
         self._tasks: set[asyncio.Task[None]] = set()
+        # Conversations whose member list is being loaded, with the events
+        # that arrived meanwhile (delivered in arrival order once it is in).
+        self._loading: dict[str, list[MessageEvent | ReceiptEvent]] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -57,25 +60,50 @@ class Fanout:
         except Exception:
             log.exception("undecodable bus event", extra={"topic": topic})
             return
-        if isinstance(event, MessageEvent):
-            if event.membership_changed:
-                self._members.invalidate(event.conversation_id)
-            members = self._members.peek(event.conversation_id)
-            if members is None:
-                self._spawn(self._deliver_later(event))
-            else:
-                self._deliver(event, members)
-        elif isinstance(event, ReceiptEvent):
-            members = self._members.peek(event.conversation_id)
-            if members is None:
-                self._spawn(self._receipt_later(event))
-            else:
-                self._receipt(event, members)
-        elif isinstance(event, JoinedEvent):
+        if isinstance(event, JoinedEvent):
             self._spawn(self._registry.joined(event.user_id, event.conversation_id))
+            return
+        cid = event.conversation_id
+        if isinstance(event, MessageEvent) and event.membership_changed:
+            self._members.invalidate(cid)
+        waiting = self._loading.get(cid)
+        if waiting is not None:
+            waiting.append(event)  # keep seq order behind the load in flight
+            return
+        members = self._members.peek(cid)
+        if members is None:
+            self._loading[cid] = [event]
+            self._spawn(self._load_then_dispatch(cid))
+        else:
+            self._dispatch(event, members)
 
-    async def _deliver_later(self, event: MessageEvent) -> None:
-        self._deliver(event, await self._members.get(event.conversation_id))
+    def _dispatch(self, event: MessageEvent | ReceiptEvent, members: frozenset[str]) -> None:
+        if isinstance(event, MessageEvent):
+            self._deliver(event, members)
+        else:
+            self._receipt(event, members)
+
+    async def _load_then_dispatch(self, conversation_id: str) -> None:
+        """Load the member list, then deliver every event queued behind the
+        load in arrival order (events arriving meanwhile join the queue)."""
+        queue = self._loading[conversation_id]
+        try:
+            while queue:
+                event = queue.pop(0)
+                if isinstance(event, MessageEvent) and event.membership_changed:
+                    self._members.invalidate(conversation_id)
+                members = self._members.peek(conversation_id)
+                if members is None:
+                    members = await self._members.get(conversation_id)
+                self._dispatch(event, members)
+        except Exception:
+            # Live delivery is the fast path: recipients repair by sync.
+            log.exception(
+                "fan-out dropped events after a failed member lookup",
+                extra={"conversation_id": conversation_id, "dropped": len(queue)},
+            )
+        finally:
+            self._loading.pop(conversation_id, None)
 
     def _deliver(self, event: MessageEvent, members: frozenset[str]) -> None:
         frame = text_frame(event.frame)
@@ -99,9 +127,6 @@ class Fanout:
             self._aggregator.sent(event.conversation_id, event.sender_id, event.seq)
         for user_id in event.extra_recipients:
             self._spawn(self._registry.left(user_id, event.conversation_id))
-
-    async def _receipt_later(self, event: ReceiptEvent) -> None:
-        self._receipt(event, await self._members.get(event.conversation_id))
 
     def _receipt(self, event: ReceiptEvent, members: frozenset[str]) -> None:
         if len(members) > self._detail_max:

@@ -121,8 +121,10 @@ class Store(Protocol):
         """Store a message at the next seq (see the module contract).
 
         The sender must be a member (``NOT_MEMBER``, also for an unknown
-        conversation). The sender's own cursors (member and device) advance to
-        the new seq: writing implies having read the conversation.
+        conversation). The sender's own cursors (member delivered/read and the
+        sending device's delivered) advance to the new seq only where they
+        stood at ``seq - 1``: a cursor never skips a message the device has not
+        been given (replying to a conversation read to the end keeps it read).
         """
         ...
 
