@@ -7,6 +7,7 @@ checks what clients receive, frame by frame.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import aiohttp
@@ -162,7 +163,8 @@ async def test_sync_since_lists_only_changed_conversations(tidings_server: Runni
         )
         # Nothing changed since the new token: an empty answer.
         msgs, done = await sync_all(conn, since=done["token"])
-        assert msgs == [] and done["conversations"] == []
+        assert msgs == []
+        assert done["conversations"] == []
         await conn.close()
 
 
@@ -187,7 +189,8 @@ async def test_retry_with_same_client_msg_id_stores_once(tidings_server: Running
             {"client_msg_id": "retry-me", "content": text("once")},
         )
         assert status == 200
-        assert body["duplicate"] is True and body["seq"] == first["seq"]
+        assert body["duplicate"] is True
+        assert body["seq"] == first["seq"]
 
         # And the other way round: first over HTTP, the retry over WebSocket.
         status, body = await http.call(
@@ -196,9 +199,11 @@ async def test_retry_with_same_client_msg_id_stores_once(tidings_server: Running
             a_acc.token,
             {"client_msg_id": "http-first", "content": text("two")},
         )
-        assert status == 201 and body["duplicate"] is False
+        assert status == 201
+        assert body["duplicate"] is False
         ws_retry = await send_and_ack(a, cid, "http-first", text("two"))
-        assert ws_retry["duplicate"] is True and ws_retry["seq"] == body["seq"]
+        assert ws_retry["duplicate"] is True
+        assert ws_retry["seq"] == body["seq"]
 
         status, history = await http.call(
             "GET", f"/v1/conversations/{cid}/messages?after_seq=0", b_acc.token
@@ -248,7 +253,7 @@ async def test_concurrent_senders_get_gap_free_seqs(tidings_server: RunningServe
         all_acked = sorted(seq for acked, _ in results for seq in acked)
         assert all_acked == list(range(1, senders * per_sender + 1))
         for acked, received in results:
-            inversions = [(a, b) for a, b in zip(received, received[1:], strict=False) if b < a]
+            inversions = [(a, b) for a, b in itertools.pairwise(received) if b < a]
             assert not inversions, f"messages arrived out of seq order: {inversions[:5]}"
             assert sorted(acked + received) == all_acked
         for conn in conns:
