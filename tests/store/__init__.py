@@ -1,0 +1,1 @@
+"""Store tests: the backend-independent conformance suite and backend specifics."""
