@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -49,15 +50,17 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     node = build_node(settings)
-    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=True)
+    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
     await site.start()
     print(f"tidings listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        pass
+        await stop.wait()
     finally:
         await runner.cleanup()
     return 0

@@ -1,0 +1,103 @@
+"""The Tidings client SDK (asyncio).
+
+Three layers, each usable on its own:
+
+- :class:`ClientProtocol`: the sans-I/O protocol core (frames in, events out),
+  for custom transports and for tests;
+- :class:`TidingsClient`: a WebSocket session over aiohttp
+  (``await TidingsClient.connect(ws_url, token)``);
+- :class:`TidingsHTTP`: the REST API (accounts, conversations, history).
+
+Only the names in ``__all__`` are public; modules are implementation detail.
+Errors form one tree rooted at :class:`TidingsClientError` (see
+:mod:`tidings.client.errors`).
+
+Example::
+
+    async with TidingsHTTP("http://localhost:8080") as http:
+        login = await http.login("alice", "correct horse")
+    async with await TidingsClient.connect("ws://localhost:8080/v1/ws", login.token) as client:
+        ack = await client.send(conversation_id, "hello")
+        async for event in client.events():
+            if isinstance(event, Message):
+                await client.delivered(event.conversation_id, event.seq)
+"""
+
+from tidings.client.connection import ClientEvent, TidingsClient
+from tidings.client.cursors import Cursors
+from tidings.client.errors import (
+    ConnectionClosedError,
+    InvalidStateError,
+    RequestTimeoutError,
+    TidingsClientError,
+)
+from tidings.client.frames import (
+    Ack,
+    Content,
+    ConversationSyncState,
+    Limits,
+    Message,
+    Presence,
+    Receipt,
+    ReceiptSummary,
+    Reconnect,
+    ServerError,
+    Typing,
+    Welcome,
+)
+from tidings.client.http import (
+    Conversation,
+    ConversationSummary,
+    LoginResult,
+    Member,
+    TidingsHTTP,
+    User,
+)
+from tidings.client.protocol import (
+    ClientProtocol,
+    Closed,
+    Event,
+    ProtocolViolation,
+    RequestFailed,
+    State,
+    SyncComplete,
+    SyncResult,
+    UnknownFrame,
+)
+
+__all__ = [
+    "Ack",
+    "ClientEvent",
+    "ClientProtocol",
+    "Closed",
+    "ConnectionClosedError",
+    "Content",
+    "Conversation",
+    "ConversationSummary",
+    "ConversationSyncState",
+    "Cursors",
+    "Event",
+    "InvalidStateError",
+    "Limits",
+    "LoginResult",
+    "Member",
+    "Message",
+    "Presence",
+    "ProtocolViolation",
+    "Receipt",
+    "ReceiptSummary",
+    "Reconnect",
+    "RequestFailed",
+    "RequestTimeoutError",
+    "ServerError",
+    "State",
+    "SyncComplete",
+    "SyncResult",
+    "TidingsClient",
+    "TidingsClientError",
+    "TidingsHTTP",
+    "Typing",
+    "UnknownFrame",
+    "User",
+    "Welcome",
+]
