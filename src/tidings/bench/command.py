@@ -1,0 +1,195 @@
+"""``tidings bench SCENARIO [--baseline] [--url URL]``: the benchmark command.
+
+It prints one JSON object per line on stdout (one row per target and run) and
+then a short human summary on stderr, so that ``> rows.jsonl`` keeps only the
+machine-readable part. With ``--baseline`` the same scenario also runs against
+the bare aiohttp broadcast server (:mod:`tidings.bench.baseline`) in the same
+invocation; with ``--repeat N`` the targets alternate (tidings, baseline,
+tidings, ...), so that slow drift of the machine affects both alike.
+
+Without ``--url`` the command starts its own servers on free loopback ports
+and stops them by PID at the end. Issue 2 asks for the figures, with date and
+machine, in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tidings.bench.runner import Target, run_connections, run_fanout, run_throughput
+from tidings.bench.servers import Server, start_baseline, start_tidings, wait_ready
+
+# Scenario defaults, as issue 2 specifies them.
+FANOUT_MEMBERS = 1000
+FANOUT_MESSAGES = 200
+FANOUT_RATE_PER_S = 20.0
+THROUGHPUT_PAIRS = 500
+THROUGHPUT_SECONDS = 15.0
+# Sends in flight per throughput sender: with 500 pairs, 2,000 in flight keep a
+# server busy at tens of thousands of messages a second without turning the
+# latency figures into pure queueing delay.
+THROUGHPUT_WINDOW = 4
+CONNECTIONS_COUNT = 10_000
+# Distinct accounts behind the idle connections: registering 10,000 argon2
+# accounts would take minutes of setup; the connections share these tokens.
+CONNECTIONS_USERS = 1000
+# Load-generator processes (at least; more when a worker would exceed its socket budget).
+DEFAULT_PROCS = 2
+# Headline figure per scenario for the summary: (field, unit, lower is better).
+HEADLINES: dict[str, tuple[str, str, bool]] = {
+    "fanout": ("last_p95_ms", "ms p95 send -> last member", True),
+    "throughput": ("msgs_per_s", "msgs/s acked and delivered", False),
+    "connections": ("rss_per_conn_kib", "KiB RSS per idle connection", True),
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` (with one sub-command per scenario) to the ``tidings`` CLI."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure fan-out latency, throughput and memory per connection",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scenarios = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+
+    fanout = scenarios.add_parser("fanout", help="one sender, one big group, send -> last member")
+    fanout.add_argument("--members", type=int, default=FANOUT_MEMBERS)
+    fanout.add_argument("--messages", type=int, default=FANOUT_MESSAGES)
+    fanout.add_argument("--rate", type=float, default=FANOUT_RATE_PER_S, help="messages/s")
+
+    throughput = scenarios.add_parser("throughput", help="1:1 pairs, acked-and-delivered msgs/s")
+    throughput.add_argument("--pairs", type=int, default=THROUGHPUT_PAIRS)
+    throughput.add_argument("--seconds", type=float, default=THROUGHPUT_SECONDS)
+    throughput.add_argument(
+        "--window", type=int, default=THROUGHPUT_WINDOW, help="sends in flight per sender"
+    )
+
+    connections = scenarios.add_parser("connections", help="idle authenticated connections")
+    connections.add_argument("--count", type=int, default=CONNECTIONS_COUNT)
+    connections.add_argument(
+        "--users", type=int, default=CONNECTIONS_USERS, help="accounts the connections share"
+    )
+
+    for parser in (fanout, throughput, connections):
+        parser.add_argument(
+            "--baseline", action="store_true", help="also run against the bare baseline server"
+        )
+        parser.add_argument(
+            "--only-baseline", action="store_true", help="run against the baseline server only"
+        )
+        parser.add_argument("--url", help="a running Tidings server (default: start one)")
+        parser.add_argument("--pid", type=int, help="PID of the --url server, for CPU and RSS")
+        parser.add_argument("--baseline-url", help="a running baseline server")
+        parser.add_argument("--repeat", type=int, default=1, help="runs per target, interleaved")
+        parser.add_argument("--procs", type=int, default=DEFAULT_PROCS, help="load generators")
+        parser.set_defaults(func=run)
+
+
+def _targets(args: argparse.Namespace, started: list[Server]) -> list[Target]:
+    targets: list[Target] = []
+    if not args.only_baseline:
+        if args.url:
+            server = Server("tidings", args.url, args.pid)
+            wait_ready(server)
+        else:
+            server = start_tidings()
+            started.append(server)
+        targets.append(Target(server))
+    if args.baseline or args.only_baseline:
+        if args.baseline_url:
+            server = Server("baseline", args.baseline_url, None)
+            wait_ready(server)
+        else:
+            server = start_baseline()
+            started.append(server)
+        targets.append(Target(server))
+    return targets
+
+
+def _run_one(args: argparse.Namespace, target: Target, run: int) -> dict[str, Any]:
+    if args.scenario == "fanout":
+        return run_fanout(target, args.members, args.messages, args.rate, args.procs, run)
+    if args.scenario == "throughput":
+        return run_throughput(target, args.pairs, args.seconds, args.window, args.procs, run)
+    return run_connections(target, args.count, args.users, args.procs, run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scenario against each target, `--repeat` times, and print rows and a summary."""
+    if not args.only_baseline and not args.url and not _tidings_server_available():
+        print(
+            "tidings bench: the Tidings server (python -m tidings serve) is not available "
+            "in this tree yet; use --only-baseline or --url",
+            file=sys.stderr,
+        )
+        return 2
+    started: list[Server] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        targets = _targets(args, started)
+        for repeat in range(max(1, args.repeat)):
+            for target in targets:
+                row = _run_one(args, target, repeat + 1)
+                row["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        for server in started:
+            server.stop()
+    print(summary(args.scenario, rows), file=sys.stderr)
+    return 0
+
+
+def _tidings_server_available() -> bool:
+    package = Path(__file__).resolve().parent.parent
+    return (package / "__main__.py").exists()
+
+
+def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
+    """A few human lines: per target the median headline figure, and the ratio to baseline."""
+    field, unit, _ = HEADLINES[scenario]
+    lines = ["", f"== tidings bench {scenario} =="]
+    medians: dict[str, float] = {}
+    for target in ("tidings", "baseline"):
+        values = [r[field] for r in rows if r["target"] == target and r.get(field) is not None]
+        if not values:
+            continue
+        medians[target] = round(statistics.median(values), 3)
+        extra = ""
+        own = [r for r in rows if r["target"] == target]
+        if scenario == "fanout":
+            extra = f", delivered {sum(r['delivered'] for r in own)}/"
+            extra += f"{sum(r['expected'] for r in own)}"
+            cpu = [r["cpu_us_per_delivery"] for r in own if r.get("cpu_us_per_delivery")]
+            if cpu:
+                extra += f", {statistics.median(cpu):.2f} us server CPU per delivery"
+        elif scenario == "throughput":
+            p99 = [r["p99_ms"] for r in own if r.get("p99_ms") is not None]
+            if p99:
+                extra = f", p99 {statistics.median(p99)} ms"
+        else:
+            rate = [r["connect_per_s"] for r in own if r.get("connect_per_s")]
+            if rate:
+                extra = f", {statistics.median(rate)} connects/s"
+        lines.append(f"{target:>9}: {medians[target]} {unit} (median of {len(values)}){extra}")
+    if len(medians) == 2 and medians["baseline"]:
+        lines.append(
+            f"    ratio: tidings/baseline = {medians['tidings'] / medians['baseline']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m tidings.bench``) until the ``tidings`` CLI wires it in."""
+    parser = argparse.ArgumentParser(prog="tidings")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.func(args)
+    return code
