@@ -105,20 +105,18 @@ async def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     config = tmp_path / "tidings.toml"
     config.write_text(f"[tidings]\nport = {port}\nheartbeat_ms = 20000\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidings",
-            "serve",
-            "--config",
-            str(config),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tidings",
+        "serve",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(tmp_path / "data"),
         env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         async with aiohttp.ClientSession() as session:
@@ -134,11 +132,8 @@ async def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
                 doc = await resp.json()
             assert "/v1/conversations/{cid}/messages" in doc["paths"]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=WAIT_S) == 0
+        assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(timeout=WAIT_S)
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
+            await asyncio.wait_for(proc.wait(), WAIT_S)

@@ -14,7 +14,7 @@ OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
     config = tmp_path / "t.toml"
-    config.write_text('[tidings]\nport = 9001\nheartbeat_ms = 1000\nsend_burst = 7\n')
+    config.write_text("[tidings]\nport = 9001\nheartbeat_ms = 1000\nsend_burst = 7\n")
     env = {"TIDINGS_HEARTBEAT_MS": "2000", "TIDINGS_SEND_BURST": "8", "UNRELATED": "x"}
     settings = load_settings(str(config), env=env, overrides={"send_burst": 9, "host": None})
     assert settings.port == 9001  # TOML over default
@@ -48,7 +48,8 @@ def test_store_url_defaults_to_sqlite_in_data_dir(tmp_path: Path) -> None:
 def test_operations_doc_lists_every_setting() -> None:
     text = OPERATIONS.read_text()
     missing = [
-        f.name for f in dataclasses.fields(Settings)
+        f.name
+        for f in dataclasses.fields(Settings)
         if f"`{f.name}`" not in text or f"TIDINGS_{f.name.upper()}" not in text
     ]
     assert missing == []

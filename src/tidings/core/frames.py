@@ -141,7 +141,8 @@ def decode_client_frame(data: bytes | str, max_content_bytes: int) -> ClientFram
         try:
             check_content(frame.content, max_content_bytes)
         except TidingsError as exc:
-            raise FrameError(exc.code, exc.message, frame.id or frame.client_msg_id) from None
+            ref = frame.id if frame.id is not None else frame.client_msg_id
+            raise FrameError(exc.code, exc.message, ref) from None
     return frame
 
 
@@ -182,6 +183,21 @@ def check_content(content: msgspec.Raw | bytes, max_content_bytes: int) -> None:
         )
     if head.kind == "text" and head.text is None:
         raise TidingsError(ErrorCode.BAD_FRAME, "text content needs a string field 'text'")
+
+
+# Counters (seqs, store versions) fit in 53 bits: they travel as JSON numbers.
+MAX_COUNT_DIGITS = 15
+
+
+def parse_count(text: str) -> int | None:
+    """A non-negative integer written in ASCII digits, else None.
+
+    ``str.isdigit`` also accepts '²' and '①', which ``int`` refuses; and an
+    unbounded number would overflow the database's 64-bit integers.
+    """
+    if 0 < len(text) <= MAX_COUNT_DIGITS and text.isascii() and text.isdecimal():
+        return int(text)
+    return None
 
 
 class FrameError(TidingsError):

@@ -26,7 +26,7 @@ from tidings.core.events import (
     encode_event,
     user_topic,
 )
-from tidings.core.frames import Msg, check_content, encode
+from tidings.core.frames import Msg, check_content, encode, parse_count
 from tidings.core.ids import new_id, now_ms
 from tidings.core.models import (
     AppendResult,
@@ -256,11 +256,12 @@ class ChatService:
     def _parse_since(self, since: str | None) -> int:
         if since is None:
             return 0
-        epoch, _, version = since.rpartition(".")
-        if not epoch or not version.isdigit():
+        epoch, _, version_text = since.rpartition(".")
+        version = parse_count(version_text)
+        if not epoch or version is None:
             raise TidingsError(ErrorCode.BAD_FRAME, "malformed sync token")
         # A token from another epoch predates a restore: list everything.
-        return int(version) if epoch == self._store.epoch else 0
+        return version if epoch == self._store.epoch else 0
 
     async def sync(
         self,

@@ -17,7 +17,6 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.connection import CloseCode, Connection, State
@@ -109,10 +108,11 @@ class Gateway:
             elif msg.type is WSMsgType.PONG:
                 conn.last_recv = time.monotonic()
             elif msg.type is WSMsgType.BINARY:
-                conn.last_recv = time.monotonic()
-                self._handler.reject(
-                    conn, TidingsError(ErrorCode.BAD_FRAME, "frames must be text (JSON)")
-                )
+                try:
+                    self._handler.handle_binary(conn)
+                except Unauthorized:
+                    await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
+                    return
             elif msg.type is WSMsgType.ERROR:
                 log.info(
                     "websocket error",

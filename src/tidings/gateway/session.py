@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NoReturn
 
 from tidings.core.auth import AuthService
 from tidings.core.errors import ErrorCode, TidingsError
@@ -91,33 +92,52 @@ class SessionHandler:
         self._metrics.errors.labels(error.code.value).inc()
         self._reply(conn, "error", encode(error_frame(error, ref)))
 
+    def _refuse_before_hello(self, conn: Connection, ref: str | None) -> NoReturn:
+        self.reject(
+            conn, TidingsError(ErrorCode.UNAUTHORIZED, "the first frame must be hello"), ref
+        )
+        raise Unauthorized
+
+    def _over_rate(self, conn: Connection, now: float) -> TidingsError | None:
+        """Take a token from the connection's frame bucket (every frame counts,
+        valid or not, so that a garbage flood is throttled like any other)."""
+        wait_ms = conn.frame_bucket.try_take(now)
+        if not wait_ms:
+            return None
+        return TidingsError(ErrorCode.RATE_LIMITED, "too many frames", retry_after_ms=wait_ms)
+
+    def handle_binary(self, conn: Connection) -> None:
+        """Binary frames are not part of the protocol; before hello they end the session."""
+        now = time.monotonic()
+        conn.last_recv = now
+        self._metrics.frame_in("other")
+        if conn.state is State.AWAITING_HELLO:
+            self._refuse_before_hello(conn, None)
+        limited = self._over_rate(conn, now)
+        self.reject(
+            conn, limited or TidingsError(ErrorCode.BAD_FRAME, "frames must be text (JSON)")
+        )
+
     async def handle(self, conn: Connection, data: str | bytes) -> None:
         """Handle one text frame; raises :class:`Unauthorized` to close with 4001."""
         now = time.monotonic()
         conn.last_recv = now
+        limited = self._over_rate(conn, now) if conn.state is State.OPEN else None
         try:
             frame = decode_client_frame(data, self._settings.max_content_bytes)
         except FrameError as exc:
             self._metrics.frame_in("other")
             if conn.state is State.AWAITING_HELLO:
-                self.reject(
-                    conn, TidingsError(ErrorCode.UNAUTHORIZED, "the first frame must be hello")
-                )
-                raise Unauthorized from None
-            self.reject(conn, exc)
+                self._refuse_before_hello(conn, exc.ref)
+            self.reject(conn, limited or exc, exc.ref)
             return
         kind = type(frame).__struct_config__.tag
         self._metrics.frame_in(str(kind))
         if conn.state is State.AWAITING_HELLO:
             await self._hello(conn, frame)
             return
-        wait_ms = conn.frame_bucket.try_take(now)
-        if wait_ms:
-            self.reject(
-                conn,
-                TidingsError(ErrorCode.RATE_LIMITED, "too many frames", retry_after_ms=wait_ms),
-                _ref(frame),
-            )
+        if limited is not None:
+            self.reject(conn, limited, _ref(frame))
             return
         try:
             await self._dispatch(conn, frame)
@@ -129,8 +149,7 @@ class SessionHandler:
 
     async def _hello(self, conn: Connection, frame: ClientFrame) -> None:
         if not isinstance(frame, Hello):
-            self.reject(conn, TidingsError(ErrorCode.UNAUTHORIZED, "the first frame must be hello"))
-            raise Unauthorized
+            self._refuse_before_hello(conn, _ref(frame))
         try:
             device = await self._auth.authenticate(frame.token)
             states, _ = await self._store.list_conversations(device.user_id, device.device_id)

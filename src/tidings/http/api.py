@@ -24,6 +24,7 @@ from tidings.core.frames import (
     PostMessageBody,
     RegisterBody,
     decode_body,
+    parse_count,
 )
 from tidings.core.models import ConversationKind, Device
 from tidings.core.service import ChatService
@@ -82,9 +83,10 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 16:
+    value = parse_count(raw)
+    if value is None:
         raise TidingsError(ErrorCode.BAD_REQUEST, f"{name} must be a non-negative integer")
-    return int(raw)
+    return value
 
 
 class HttpApi:

@@ -1,0 +1,1 @@
+"""Bad input: every rejection of the wire contract, and fuzzing of both transports."""
