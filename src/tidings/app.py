@@ -25,7 +25,7 @@ from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.server import Gateway
 from tidings.gateway.session import SessionHandler
 from tidings.http import schemas
-from tidings.http.api import HttpApi, json_response, make_error_middleware
+from tidings.http.api import CATCH_ALL, HttpApi, guarded, json_response, no_such_route
 from tidings.http.openapi import build_openapi
 from tidings.observability.metrics import Metrics
 from tidings.settings import Settings
@@ -119,11 +119,10 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
 def create_app(node: Node) -> web.Application:
     """The aiohttp application serving HTTP and WebSocket for one node."""
     app = web.Application(
-        middlewares=[make_error_middleware(node.metrics)],
         client_max_size=node.settings.max_frame_bytes,
     )
     app[NODE_KEY] = node
-    api = HttpApi(node.service, node.auth, node.store, node.settings.max_frame_bytes)
+    api = HttpApi(node.service, node.auth, node.store, node.metrics, node.settings.max_frame_bytes)
     openapi = msgspec.json.encode(build_openapi())
 
     async def healthz(_: web.Request) -> web.Response:
@@ -146,10 +145,11 @@ def create_app(node: Node) -> web.Application:
     app.add_routes(
         [
             web.get("/v1/ws", node.gateway.handle),
-            web.get("/healthz", healthz),
-            web.get("/readyz", readyz),
-            web.get("/metrics", metrics),
-            web.get("/openapi.json", openapi_json),
+            web.get("/healthz", guarded(node.metrics, healthz)),
+            web.get("/readyz", guarded(node.metrics, readyz)),
+            web.get("/metrics", guarded(node.metrics, metrics)),
+            web.get("/openapi.json", guarded(node.metrics, openapi_json)),
+            web.route("*", CATCH_ALL, guarded(node.metrics, no_such_route)),
         ]
     )
 

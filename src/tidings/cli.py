@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import os
 import secrets
@@ -42,6 +43,20 @@ def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
     return result
 
 
+# The cyclic GC's default first-generation threshold (700 allocations) makes
+# it run every few messages under load; perf showed 5% of the server's CPU in
+# gc_collect_main and its visitors. Frames, events and records are acyclic, so
+# collecting less often costs little memory.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often, and keep the objects built at start-up out of it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
@@ -49,6 +64,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from tidings.observability.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    tune_gc()
     node = build_node(settings)
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.badinput.support import (
@@ -329,7 +329,22 @@ def ws_frames(fz: Fuzz) -> st.SearchStrategy[tuple[str, Any]]:
 
 
 def test_fuzz_websocket_frames(fuzz: Fuzz) -> None:
+    w = fuzz.world
+    send = {
+        "type": "send",
+        "conversation_id": w.cid,
+        "client_msg_id": "seed-1",
+        "content": {"text": "hi"},
+    }
+
+    # Explicit examples make sure every kind of answer is exercised whatever
+    # the generated frames happen to be (they depend on per-run ids).
     @FUZZ_SETTINGS
+    @example(frame=("json", send))
+    @example(frame=("json", {"type": "sync", "id": "seed-sync"}))
+    @example(frame=("json", {**send, "conversation_id": w.foreign, "client_msg_id": "seed-2"}))
+    @example(frame=("json", {"type": "no_such_type"}))
+    @example(frame=("text", "{not json"))
     @given(frame=ws_frames(fuzz))
     def one(frame: tuple[str, Any]) -> None:
         fuzz.live.run(exchange(fuzz, *frame))

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import itertools
 import signal
+import socket
 import time
 
 import msgspec
@@ -213,11 +214,16 @@ def build_app() -> web.Application:
     return app
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve(host: str, port: int, fd: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, on `host`:`port` or on an inherited listening socket."""
     runner = web.AppRunner(build_app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, reuse_address=True)
+    site: web.BaseSite
+    if fd is not None:
+        sock = socket.socket(fileno=fd)
+        site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+    else:
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, reuse_address=True)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -235,13 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument(
+        "--fd", type=int, help="serve on this inherited listening socket (ignores --host/--port)"
+    )
     args = parser.parse_args(argv)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, args.fd))
     else:
-        uvloop.run(serve(args.host, args.port))
+        uvloop.run(serve(args.host, args.port, args.fd))
     return 0
 
 

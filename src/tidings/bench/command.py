@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ CONNECTIONS_COUNT = 10_000
 CONNECTIONS_USERS = 1000
 # Load-generator processes (at least; more when a worker would exceed its socket budget).
 DEFAULT_PROCS = 2
+# Distinct error kinds listed per target in the summary.
+ERRORS_SHOWN = 5
+# Longest failure message kept in the row of a run that raised.
+FAILURE_CHARS = 500
 # Headline figure per scenario for the summary: (field, unit, lower is better).
 HEADLINES: dict[str, tuple[str, str, bool]] = {
     "fanout": ("last_p95_ms", "ms p95 send -> last member", True),
@@ -132,11 +137,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     started: list[Server] = []
     rows: list[dict[str, Any]] = []
+    failed_runs = 0
     try:
         targets = _targets(args, started)
         for repeat in range(max(1, args.repeat)):
             for target in targets:
-                row = _run_one(args, target, repeat + 1)
+                try:
+                    row = _run_one(args, target, repeat + 1)
+                except Exception as exc:
+                    # A run that could not finish still gets its row, so that
+                    # the failure is visible on stdout next to the other rows.
+                    failed_runs += 1
+                    row = failed_row(args.scenario, target.name, repeat + 1, exc)
                 row["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -144,7 +156,20 @@ def run(args: argparse.Namespace) -> int:
         for server in started:
             server.stop()
     print(summary(args.scenario, rows), file=sys.stderr)
-    return 0
+    return 1 if failed_runs else 0
+
+
+def failed_row(scenario: str, target: str, run: int, exc: BaseException) -> dict[str, Any]:
+    """The row of a run that raised: which error, and its message (last line, bounded)."""
+    lines = str(exc).strip().splitlines()
+    return {
+        "scenario": scenario,
+        "target": target,
+        "run": run,
+        "failed": True,
+        "errors": {f"run:{type(exc).__name__}": 1},
+        "failure": (lines[-1] if lines else type(exc).__name__)[:FAILURE_CHARS],
+    }
 
 
 def _tidings_server_available() -> bool:
@@ -158,12 +183,22 @@ def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
     lines = ["", f"== tidings bench {scenario} =="]
     medians: dict[str, float] = {}
     for target in ("tidings", "baseline"):
-        values = [r[field] for r in rows if r["target"] == target and r.get(field) is not None]
+        own = [r for r in rows if r["target"] == target]
+        if not own:
+            continue
+        errors: Counter[str] = Counter()
+        for r in own:
+            errors.update(r.get("errors") or {})
+        if errors:
+            listed = ", ".join(f"{k} x{v}" for k, v in errors.most_common(ERRORS_SHOWN))
+            lines.append(f"{target:>9}: errors: {listed}")
+        values = [r[field] for r in own if r.get(field) is not None]
         if not values:
+            lines.append(f"{target:>9}: no {field} (no run produced one)")
             continue
         medians[target] = round(statistics.median(values), 3)
         extra = ""
-        own = [r for r in rows if r["target"] == target]
+        own = [r for r in own if not r.get("failed")]
         if scenario == "fanout":
             extra = f", delivered {sum(r['delivered'] for r in own)}/"
             extra += f"{sum(r['expected'] for r in own)}"

@@ -16,6 +16,16 @@ memory:
 3. on ``("stop",)`` close its sockets and exit.
 
 Any failure is reported as ``("error", text)``. Every wait is bounded.
+
+Which messages count: those whose ``client_msg_id`` carries this run's nonce
+(``{nonce}-...``), never a comparison of the embedded send time with
+``start_ns``. A clock test was wrong twice over: event-loop timers (uvloop's
+have millisecond resolution and round) may wake a sender up to about a
+millisecond before the wall-clock instant it waited for, so a message of this
+run could look older than the run and be silently dropped by every receiver;
+and it says nothing about which run a redelivered message belongs to.
+Rejections, failed sends and failed readers are counted in ``errors`` (a
+worker never dies of a server refusing something), so every run has a row.
 """
 
 from __future__ import annotations
@@ -108,6 +118,22 @@ class WorkerSpec:
     drain_s: float = 0.0
 
 
+class Refused(ValueError):
+    """The server answered the handshake with an ``error`` frame (the message is its code)."""
+
+
+async def sleep_until(due_ns: int) -> None:
+    """Sleep until the wall clock reaches `due_ns`, never returning before it.
+
+    One ``asyncio.sleep`` is not enough: loop timers run on the monotonic clock
+    at millisecond resolution (uvloop rounds the delay to whole milliseconds),
+    so they may fire up to about a millisecond before the wall-clock instant.
+    """
+    # The condition is the clock itself, not an event another task could set.
+    while (delay_ns := due_ns - time.time_ns()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(delay_ns / 1e9)
+
+
 class Client:
     """One connection's state; the reader task updates it as frames arrive."""
 
@@ -177,9 +203,12 @@ class Worker:
                     client = await asyncio.wait_for(
                         self.connect(session, cspec), timeout=CONNECT_TIMEOUT_S
                     )
+                except Refused as exc:
+                    self.failed += 1
+                    self.errors[f"connect:refused:{exc}"] += 1
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     self.failed += 1
-                    self.errors[f"connect:{type(exc).__name__}"] += 1
+                    self.count_error("connect", exc)
                 else:
                     self.clients.append(client)
 
@@ -228,7 +257,12 @@ class Worker:
                 continue
             if frame.type == "error":
                 self.errors[f"error:{frame.code}"] += 1
-            await on_frame(client, frame, now)
+            try:
+                await on_frame(client, frame, now)
+            except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+                # A reply (`delivered`, the next send) failed: the socket is gone.
+                self.count_error("reader", exc)
+                return
 
     async def keepalive(self) -> None:
         """Ping connections that have been silent, so idle runs are not cut by the server."""
@@ -237,7 +271,31 @@ class Worker:
             now = time.time_ns()
             for client in self.clients:
                 if now - client.last_tx_ns > KEEPALIVE_IDLE_NS and not client.ws.closed:
-                    await client.send(Ping("k"))
+                    await self.send_or_count(client, Ping("k"), "ping")
+
+    def count_error(self, where: str, exc: BaseException) -> None:
+        self.errors[f"{where}:{type(exc).__name__}"] += 1
+
+    async def send_or_count(self, client: Client, frame: msgspec.Struct, where: str) -> bool:
+        """Send a frame; a failure (the server closed the socket) is counted, not raised."""
+        if client.ws.closed:
+            self.errors[f"{where}:closed"] += 1
+            return False
+        try:
+            await client.send(frame)
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            self.count_error(where, exc)
+            return False
+        return True
+
+    async def final_reports(self, clients: list[Client]) -> None:
+        """Send every receiver's last cumulative `delivered` (failures are counted)."""
+        for client in clients:
+            if client.unreported and not client.ws.closed:
+                try:
+                    await client.maybe_report(time.time_ns(), force=True)
+                except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+                    self.count_error("report", exc)
 
     def finish_one(self, count: int = 1) -> None:
         self.remaining -= count
@@ -266,7 +324,7 @@ async def _expect(ws: aiohttp.ClientWebSocketResponse[Literal[False]], kind: str
         if isinstance(frame, dict) and frame.get("type") == kind:
             return
         if isinstance(frame, dict) and frame.get("type") == "error":
-            raise ValueError(f"server refused: {frame.get('code')}")
+            raise Refused(str(frame.get("code")))
     raise ValueError(f"no {kind} in the first {HANDSHAKE_MAX_FRAMES} frames")
 
 
@@ -287,6 +345,7 @@ async def run_fanout(w: Worker, start_ns: int) -> dict[str, Any]:
     receivers = [c for c in w.clients if c.spec.role == ROLE_RECEIVER]
     senders = [c for c in w.clients if c.spec.role == ROLE_SENDER]
     w.remaining = len(receivers) * k + len(senders) * k
+    run_prefix = f"{w.spec.nonce}-"
 
     async def on_frame(client: Client, frame: InFrame, now: int) -> None:
         kind = frame.type
@@ -297,8 +356,15 @@ async def run_fanout(w: Worker, start_ns: int) -> dict[str, Any]:
             client.held = frame.seq
             client.unreported += 1
             probe = frame.content
-            # t >= start_ns: a message of an earlier run (a redelivery) is not counted.
-            if probe is not None and 0 <= probe.i < k and probe.t >= start_ns:
+            # Only this run's messages count: a redelivery from an earlier run
+            # (same group, --repeat or a long-lived --url server) carries another nonce.
+            cmid = frame.client_msg_id
+            if (
+                probe is not None
+                and 0 <= probe.i < k
+                and cmid is not None
+                and cmid.startswith(run_prefix)
+            ):
                 i = probe.i
                 counts[i] += 1
                 sent_ns[i] = probe.t
@@ -310,22 +376,23 @@ async def run_fanout(w: Worker, start_ns: int) -> dict[str, Any]:
         elif kind == "ack":
             w.acks += 1
             w.finish_one()
+        elif kind == "error" and client.spec.role == ROLE_SENDER:
+            # A refused send (counted in errors by the reader) gets no ack.
+            w.finish_one()
 
     async def send_all(client: Client) -> None:
         interval_ns = int(1e9 / w.spec.rate)
         for i in range(k):
-            due = start_ns + i * interval_ns
-            delay = (due - time.time_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(start_ns + i * interval_ns)
             probe = Probe(f"fan-out message {i}", i, time.time_ns())
-            await client.send(Send(client.spec.conversation, f"{w.spec.nonce}-{i}", probe))
+            frame = Send(client.spec.conversation, f"{run_prefix}{i}", probe)
+            if not await w.send_or_count(client, frame, "send"):
+                w.finish_one(k - i)  # no acks will come for the rest
+                return
 
     deadline_s = (start_ns - time.time_ns()) / 1e9 + k / w.spec.rate + w.spec.drain_s
     await _run_until_done(w, on_frame, [send_all(c) for c in senders], deadline_s)
-    for client in receivers:
-        if not client.ws.closed:
-            await client.maybe_report(time.time_ns(), force=True)
+    await w.final_reports(receivers)
     result = w.common_result()
     result.update(counts=counts, last_ns=last_ns, sent_ns=sent_ns, receivers=len(receivers))
     return result
@@ -347,6 +414,7 @@ async def run_throughput(w: Worker, start_ns: int) -> dict[str, Any]:
     half_done: dict[tuple[int, int], bool] = {}
     latencies_ms = array.array("d")
     completed = 0
+    run_prefix = f"{w.spec.nonce}-"
     w.remaining = 1  # set when the last in-flight send is answered after end_ns
 
     def complete(pair: int, i: int, now: int) -> None:
@@ -367,9 +435,11 @@ async def run_throughput(w: Worker, start_ns: int) -> dict[str, Any]:
         pair = client.spec.pair
         i = next_index[pair]
         next_index[pair] = i + 1
-        in_flight[pair] += 1
+        in_flight[pair] += 1  # before the await: the answer may be read while it writes
         probe = Probe("throughput", i, time.time_ns())
-        await client.send(Send(client.spec.conversation, f"{w.spec.nonce}-{pair}-{i}", probe))
+        frame = Send(client.spec.conversation, f"{run_prefix}{pair}-{i}", probe)
+        if not await w.send_or_count(client, frame, "send"):
+            in_flight[pair] -= 1  # no answer will come
 
     async def on_frame(client: Client, frame: InFrame, now: int) -> None:
         kind = frame.type
@@ -382,7 +452,9 @@ async def run_throughput(w: Worker, start_ns: int) -> dict[str, Any]:
             client.unreported += 1
             w.delivered += 1
             probe = frame.content
-            if probe is not None and probe.t >= start_ns:
+            cmid = frame.client_msg_id
+            # Only this run's messages count (see run_fanout).
+            if probe is not None and cmid is not None and cmid.startswith(run_prefix):
                 if now <= end_ns:
                     latencies_ms.append((now - probe.t) / 1e6)
                 complete(pair, probe.i, now)
@@ -401,9 +473,7 @@ async def run_throughput(w: Worker, start_ns: int) -> dict[str, Any]:
                 check_drained()
 
     async def start(client: Client) -> None:
-        delay = (start_ns - time.time_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await sleep_until(start_ns)
         for _ in range(window):
             await send_next(client)
 
@@ -411,9 +481,7 @@ async def run_throughput(w: Worker, start_ns: int) -> dict[str, Any]:
         w.remaining = 0
     deadline_s = (end_ns - time.time_ns()) / 1e9 + w.spec.drain_s
     await _run_until_done(w, on_frame, [start(c) for c in senders.values()], deadline_s)
-    for client in receivers:
-        if not client.ws.closed:
-            await client.maybe_report(time.time_ns(), force=True)
+    await w.final_reports(receivers)
     result = w.common_result()
     result.update(
         completed=completed,

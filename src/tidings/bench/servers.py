@@ -44,6 +44,9 @@ TIDINGS_BENCH_ENV = {
     "TIDINGS_PASSWORD_HASH_MEMORY_KIB": "256",
     "TIDINGS_PASSWORD_HASH_TIME_COST": "1",
 }
+# Listen backlog of the baseline's socket (as baseline.LISTEN_BACKLOG, which
+# the server applies again when it starts serving on the inherited socket).
+BASELINE_BACKLOG = 4096
 # Last lines of a failed server's output shown in the error.
 LOG_TAIL_CHARS = 4000
 
@@ -117,11 +120,22 @@ def start_tidings() -> Server:
 
 
 def start_baseline() -> Server:
-    """The bare aiohttp broadcast server (:mod:`tidings.bench.baseline`) on a free port."""
+    """The bare aiohttp broadcast server (:mod:`tidings.bench.baseline`) on a free port.
+
+    The listening socket is bound here and inherited by the server (``--fd``):
+    no window between choosing the port and binding it, in which another
+    process could take the port and answer the readiness probe in its place.
+    """
     workdir = tempfile.TemporaryDirectory(prefix="tidings-baseline-")
-    port = free_port()
-    command = [sys.executable, "-m", "tidings.bench.baseline", "--port", str(port)]
-    return _start("baseline", command, port, workdir, {})
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(BASELINE_BACKLOG)
+        port: int = sock.getsockname()[1]
+        fd = sock.fileno()
+        command = [sys.executable, "-m", "tidings.bench.baseline", "--fd", str(fd)]
+        # The child holds its own copy of the socket; this one closes on leaving.
+        return _start("baseline", command, port, workdir, {}, pass_fds=(fd,))
 
 
 def _start(
@@ -130,11 +144,17 @@ def _start(
     port: int,
     workdir: tempfile.TemporaryDirectory[str],
     extra_env: dict[str, str],
+    pass_fds: tuple[int, ...] = (),
 ) -> Server:
     env = {**os.environ, **extra_env}
     with open(Path(workdir.name) / "server.log", "wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            pass_fds=pass_fds,
         )
     server = Server(target, f"http://127.0.0.1:{port}", process.pid, process, workdir)
     try:

@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from tidings.core.ids import new_id
 from tidings.core.ratelimit import TokenBucket
-from tidings.gateway.connection import CloseCode, Connection, State
+from tidings.gateway.connection import CloseCode, Connection, State, WriteHub
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.session import SessionHandler, Unauthorized
 from tidings.observability.metrics import Metrics
@@ -49,6 +49,7 @@ class Gateway:
         self._live: dict[str, tuple[Connection, web.WebSocketResponse]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._cleanup_tasks: set[asyncio.Task[None]] = set()
+        self._hub = WriteHub(settings.send_buffer_bytes, self._on_cut)
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
@@ -60,8 +61,8 @@ class Gateway:
                 await self._sweeper
         await asyncio.gather(
             *(
-                ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
-                for _, ws in list(self._live.values())
+                self._close(conn, ws, CloseCode.GOING_AWAY, b"server shutting down")
+                for conn, ws in list(self._live.values())
             ),
             return_exceptions=True,
         )
@@ -80,12 +81,11 @@ class Gateway:
         conn = Connection(
             session_id=new_id("s"),
             transport=transport,
-            send_buffer_bytes=self._settings.send_buffer_bytes,
+            hub=self._hub,
             frame_bucket=TokenBucket(
                 self._settings.frame_rate_per_s, self._settings.frame_burst, now
             ),
             now=now,
-            on_cut=self._on_cut,
         )
         self._live[conn.session_id] = (conn, ws)
         try:
@@ -100,7 +100,7 @@ class Gateway:
                 try:
                     await self._handler.handle(conn, msg.data)
                 except Unauthorized:
-                    await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
+                    await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
                     return
             elif msg.type is WSMsgType.PING:
                 conn.last_recv = time.monotonic()
@@ -111,7 +111,7 @@ class Gateway:
                 try:
                     self._handler.handle_binary(conn)
                 except Unauthorized:
-                    await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
+                    await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
                     return
             elif msg.type is WSMsgType.ERROR:
                 log.info(
@@ -119,6 +119,14 @@ class Gateway:
                     extra={"session_id": conn.session_id, "error": str(ws.exception())},
                 )
                 return
+
+    @staticmethod
+    async def _close(
+        conn: Connection, ws: web.WebSocketResponse, code: CloseCode, reason: bytes
+    ) -> None:
+        """Close after the frames held for this turn (an error must precede its close)."""
+        conn.flush()
+        await ws.close(code=code, message=reason)
 
     async def _forget(self, conn: Connection) -> None:
         self._live.pop(conn.session_id, None)
@@ -148,14 +156,14 @@ class Gateway:
         """Close connections silent for 2 heartbeats, or without hello in time."""
         idle_limit = 2 * self._settings.heartbeat_ms / 1000
         hello_limit = self._settings.hello_timeout_ms / 1000
-        doomed: list[tuple[web.WebSocketResponse, CloseCode, bytes]] = []
+        doomed: list[tuple[Connection, web.WebSocketResponse, CloseCode, bytes]] = []
         for conn, ws in self._live.values():
             silent = now - conn.last_recv
             if conn.state is State.AWAITING_HELLO and silent > hello_limit:
-                doomed.append((ws, CloseCode.HELLO_TIMEOUT, b"no hello in time"))
+                doomed.append((conn, ws, CloseCode.HELLO_TIMEOUT, b"no hello in time"))
             elif conn.state is State.OPEN and silent > idle_limit:
-                doomed.append((ws, CloseCode.HEARTBEAT_TIMEOUT, b"heartbeat timeout"))
+                doomed.append((conn, ws, CloseCode.HEARTBEAT_TIMEOUT, b"heartbeat timeout"))
         await asyncio.gather(
-            *(ws.close(code=code, message=reason) for ws, code, reason in doomed),
+            *(self._close(conn, ws, code, reason) for conn, ws, code, reason in doomed),
             return_exceptions=True,
         )
