@@ -103,16 +103,19 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
     auth = AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
-    fanout_ref: list[Fanout] = []
-    aggregator = ReceiptAggregator(
-        store,
-        settings.receipt_summary_interval_ms / 1000,
-        lambda user_id, payload: fanout_ref[0].send_to_user(user_id, payload, "receipt_summary"),
-    )
-    fanout = Fanout(registry, members, metrics, settings.receipt_detail_max_members, aggregator)
-    fanout_ref.append(fanout)
     handler = SessionHandler(service, auth, store, registry, metrics, settings)
     gateway = Gateway(handler, registry, metrics, settings)
+    aggregator = ReceiptAggregator(
+        store, registry, metrics, settings.receipt_summary_interval_ms / 1000
+    )
+    fanout = Fanout(
+        registry,
+        members,
+        metrics,
+        settings.receipt_detail_max_members,
+        aggregator,
+        gateway.close_device,
+    )
     return Node(settings, store, bus, metrics, service, auth, gateway, fanout, aggregator)
 
 

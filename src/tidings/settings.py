@@ -48,7 +48,7 @@ class Settings:
     heartbeat_ms: int = 25_000
     """Clients must send something this often; silent for twice as long is closed."""
     hello_timeout_ms: int = 10_000
-    """A connection that has not sent ``hello`` within this is closed with 4001."""
+    """A connection that has not sent ``hello`` within this is closed with 4004."""
     send_rate_per_s: float = 50.0
     """Sustained ``send`` rate per user (token bucket refill)."""
     send_burst: int = 500

@@ -38,7 +38,15 @@ class JoinedEvent(msgspec.Struct, tag="joined", frozen=True):
     user_id: str
 
 
-BusEvent = MessageEvent | ReceiptEvent | JoinedEvent
+class RevokedEvent(msgspec.Struct, tag="revoked", frozen=True):
+    """Published on a user's topic when a device logs out: the nodes holding
+    its connections close them, so a revoked token stops working at once."""
+
+    user_id: str
+    device_id: str
+
+
+BusEvent = MessageEvent | ReceiptEvent | JoinedEvent | RevokedEvent
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusEvent)

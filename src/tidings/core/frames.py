@@ -220,7 +220,7 @@ class Limits(msgspec.Struct, frozen=True):
     send_burst: int
 
 
-class Welcome(msgspec.Struct, tag="welcome", tag_field="type", frozen=True):
+class Welcome(msgspec.Struct, tag="welcome", tag_field="type", frozen=True, omit_defaults=True):
     user_id: str
     device_id: str
     session_id: str
@@ -228,6 +228,7 @@ class Welcome(msgspec.Struct, tag="welcome", tag_field="type", frozen=True):
     heartbeat_ms: int
     server_time: int
     limits: Limits
+    id: str | None = None  # the hello's request id, if it had one
 
 
 class Ack(msgspec.Struct, tag="ack", tag_field="type", frozen=True, omit_defaults=True):
@@ -358,7 +359,7 @@ def decode_body(body: bytes, kind: type[B]) -> B:
     """Decode an HTTP JSON body; a malformed one is ``bad_request``."""
     try:
         return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+        raise TidingsError(ErrorCode.BAD_REQUEST, f"invalid body: {exc}") from None
     except msgspec.DecodeError:
         raise TidingsError(ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
-    except msgspec.ValidationError as exc:
-        raise TidingsError(ErrorCode.BAD_REQUEST, f"invalid body: {exc}") from None

@@ -22,6 +22,7 @@ from tidings.core.events import (
     JoinedEvent,
     MessageEvent,
     ReceiptEvent,
+    RevokedEvent,
     conversation_topic,
     encode_event,
     user_topic,
@@ -89,6 +90,13 @@ class ChatService:
             await self._bus.publish(topic, encode_event(event))
         except Exception:
             log.exception("bus publish failed", extra={"topic": topic})
+
+    async def logout(self, device: Device) -> None:
+        """Revoke the device's token and end its open sessions on every node."""
+        await self._store.revoke_device(device.device_id)
+        await self._publish(
+            user_topic(device.user_id), RevokedEvent(device.user_id, device.device_id)
+        )
 
     # -- conversations -----------------------------------------------------------
 

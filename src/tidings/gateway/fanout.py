@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tidings.core.events import JoinedEvent, MessageEvent, ReceiptEvent, decode_event
+from tidings.core.events import (
+    JoinedEvent,
+    MessageEvent,
+    ReceiptEvent,
+    RevokedEvent,
+    decode_event,
+)
 from tidings.core.frames import Receipt, encode
 from tidings.core.membership import MemberCache
 from tidings.gateway.receipts import ReceiptAggregator
@@ -33,7 +39,9 @@ class Fanout:
         metrics: Metrics,
         receipt_detail_max_members: int,
         aggregator: ReceiptAggregator,
+        close_device: Callable[[str, str], None],
     ) -> None:
+        self._close_device = close_device
         self._registry = registry
         self._members = members
         self._metrics = metrics
@@ -62,6 +70,9 @@ class Fanout:
             return
         if isinstance(event, JoinedEvent):
             self._spawn(self._registry.joined(event.user_id, event.conversation_id))
+            return
+        if isinstance(event, RevokedEvent):
+            self._close_device(event.user_id, event.device_id)
             return
         cid = event.conversation_id
         if isinstance(event, MessageEvent) and event.membership_changed:
@@ -150,17 +161,6 @@ class Fanout:
                     sent += 1
         if sent:
             self._metrics.frame_out("receipt", sent)
-
-    def send_to_user(self, user_id: str, payload: bytes, kind: str) -> int:
-        """Write one payload to every local connection of a user; returns how many."""
-        frame = text_frame(payload)
-        sent = 0
-        for conn in tuple(self._registry.connections_of(user_id) or ()):
-            if conn.write_frame(frame):
-                sent += 1
-        if sent:
-            self._metrics.frame_out(kind, sent)
-        return sent
 
     async def close(self) -> None:
         for task in tuple(self._tasks):

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 from tidings.core.frames import ReceiptSummary, encode
+from tidings.gateway.registry import LocalRegistry
+from tidings.gateway.wsframe import text_frame
+from tidings.observability.metrics import Metrics
 from tidings.store.base import Store
 
 log = logging.getLogger("tidings.receipts")
@@ -31,14 +33,12 @@ MAX_SENDERS_PER_CONVERSATION = 256
 
 class ReceiptAggregator:
     def __init__(
-        self,
-        store: Store,
-        interval_s: float,
-        send_to_user: Callable[[str, bytes], int],
+        self, store: Store, registry: LocalRegistry, metrics: Metrics, interval_s: float
     ) -> None:
         self._store = store
+        self._registry = registry
+        self._metrics = metrics
         self._interval = interval_s
-        self._send_to_user = send_to_user
         # conversation -> sender -> (seq of their latest message, when sent)
         self._recent: dict[str, dict[str, tuple[int, float]]] = {}
         self._dirty: set[str] = set()
@@ -90,7 +90,9 @@ class ReceiptAggregator:
                     read_count=counts.read_count,
                     members=counts.members,
                 )
-                self._send_to_user(sender_id, encode(frame))
+                sent = self._registry.write_to_user(sender_id, text_frame(encode(frame)))
+                if sent:
+                    self._metrics.frame_out("receipt_summary", sent)
                 if counts.read_count >= counts.members or now - since > TRACK_SECONDS:
                     senders.pop(sender_id, None)
             if not senders:

@@ -25,6 +25,10 @@ class LocalRegistry:
     def connections_of(self, user_id: str) -> list[Connection] | None:
         return self._by_user.get(user_id)
 
+    def write_to_user(self, user_id: str, frame: bytes) -> int:
+        """Write one framed frame to every local connection of a user; how many took it."""
+        return sum(1 for conn in tuple(self._by_user.get(user_id, ())) if conn.write_frame(frame))
+
     def all_connections(self) -> list[Connection]:
         return [c for conns in self._by_user.values() for c in conns]
 

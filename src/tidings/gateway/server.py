@@ -120,6 +120,17 @@ class Gateway:
                 )
                 return
 
+    def close_device(self, user_id: str, device_id: str) -> None:
+        """Close every local session of a device whose token was revoked."""
+        for conn in tuple(self._registry.connections_of(user_id) or ()):
+            live = self._live.get(conn.session_id)
+            if live is not None and conn.device is not None and conn.device.device_id == device_id:
+                task = asyncio.get_running_loop().create_task(
+                    self._close(conn, live[1], CloseCode.UNAUTHORIZED, b"token revoked")
+                )
+                self._cleanup_tasks.add(task)
+                task.add_done_callback(self._cleanup_tasks.discard)
+
     @staticmethod
     async def _close(
         conn: Connection, ws: web.WebSocketResponse, code: CloseCode, reason: bytes

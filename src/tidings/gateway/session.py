@@ -170,6 +170,7 @@ class SessionHandler:
             heartbeat_ms=self._settings.heartbeat_ms,
             server_time=now_ms(),
             limits=self._limits,
+            id=frame.id,
         )
         self._reply(conn, "welcome", encode(welcome))
 

@@ -173,7 +173,7 @@ class HttpApi:
 
     async def logout(self, request: web.Request) -> web.Response:
         device = await self._device(request)
-        await self._store.revoke_device(device.device_id)
+        await self._service.logout(device)
         return web.Response(status=204)
 
     async def get_user(self, request: web.Request) -> web.Response:
