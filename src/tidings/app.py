@@ -21,6 +21,7 @@ from tidings.core.membership import MemberCache
 from tidings.core.service import ChatService
 from tidings.gateway.fanout import Fanout
 from tidings.gateway.receipts import ReceiptAggregator
+from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.server import Gateway
 from tidings.gateway.session import SessionHandler
@@ -104,7 +105,8 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
     handler = SessionHandler(service, auth, store, registry, metrics, settings)
-    gateway = Gateway(handler, registry, metrics, settings)
+    redeliverer = Redeliverer(store, metrics, settings.redelivery_ms / 1000)
+    gateway = Gateway(handler, registry, metrics, settings, redeliverer)
     aggregator = ReceiptAggregator(
         store, registry, metrics, settings.receipt_summary_interval_ms / 1000
     )

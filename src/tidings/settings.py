@@ -47,6 +47,8 @@ class Settings:
     """At most one ``receipt_summary`` per conversation per interval."""
     heartbeat_ms: int = 25_000
     """Clients must send something this often; silent for twice as long is closed."""
+    redelivery_ms: int = 10_000
+    """A live ``msg`` not covered by ``delivered`` within this is sent again (a few times)."""
     hello_timeout_ms: int = 10_000
     """A connection that has not sent ``hello`` within this is closed with 4004."""
     send_rate_per_s: float = 50.0

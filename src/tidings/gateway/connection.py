@@ -84,6 +84,19 @@ class WriteHub:
             conn.flush()
 
 
+class Unacked:
+    """Live messages of one conversation written to a connection and not yet
+    covered by its ``delivered``: seqs ``low..high``, last written at ``sent_at``."""
+
+    __slots__ = ("attempts", "high", "low", "sent_at")
+
+    def __init__(self, seq: int, now: float) -> None:
+        self.low = seq
+        self.high = seq
+        self.sent_at = now
+        self.attempts = 0
+
+
 class Connection:
     __slots__ = (
         "_hub",
@@ -95,6 +108,7 @@ class Connection:
         "network",
         "session_id",
         "state",
+        "unacked",
     )
 
     def __init__(
@@ -114,6 +128,9 @@ class Connection:
         self.state = State.AWAITING_HELLO
         self.device: Device | None = None
         self.network = "unknown"
+        # Created on the first live message, dropped when all are acknowledged:
+        # an idle connection that keeps up costs nothing here.
+        self.unacked: dict[str, Unacked] | None = None
 
     @property
     def user_id(self) -> str:
@@ -136,6 +153,34 @@ class Connection:
         else:
             pending.append(frame)
         return True
+
+    def track(self, conversation_id: str, seq: int, now: float) -> None:
+        """Remember a live message written here, for redelivery until acknowledged."""
+        unacked = self.unacked
+        if unacked is None:
+            self.unacked = {conversation_id: Unacked(seq, now)}
+            return
+        entry = unacked.get(conversation_id)
+        if entry is None:
+            unacked[conversation_id] = Unacked(seq, now)
+        elif seq > entry.high:
+            entry.high = seq
+            entry.sent_at = now
+
+    def acknowledged(self, conversation_id: str, seq: int) -> None:
+        """The client holds everything up to ``seq`` (a cumulative ``delivered``)."""
+        unacked = self.unacked
+        if unacked is None:
+            return
+        entry = unacked.get(conversation_id)
+        if entry is None:
+            return
+        if seq >= entry.high:
+            del unacked[conversation_id]
+            if not unacked:
+                self.unacked = None
+        elif seq >= entry.low:
+            entry.low = seq + 1
 
     def write(self, payload: bytes) -> bool:
         """Frame and queue one JSON payload."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -119,6 +120,8 @@ class Fanout:
     def _deliver(self, event: MessageEvent, members: frozenset[str]) -> None:
         frame = text_frame(event.frame)
         origin = event.origin_session
+        cid, seq = event.conversation_id, event.seq
+        now = time.monotonic()
         sent = 0
         registry = self._registry
         recipients: frozenset[str] | set[str] = members
@@ -130,6 +133,7 @@ class Fanout:
                 continue
             for conn in tuple(conns):
                 if conn.session_id != origin and conn.write_frame(frame):
+                    conn.track(cid, seq, now)
                     sent += 1
         if sent:
             self._metrics.frame_out("msg", sent)

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from tidings.core.ids import new_id
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.connection import CloseCode, Connection, State, WriteHub
+from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.session import SessionHandler, Unauthorized
 from tidings.observability.metrics import Metrics
@@ -27,8 +28,9 @@ from tidings.settings import Settings
 
 log = logging.getLogger("tidings.gateway")
 
-# How often the sweeper looks for silent connections, as a fraction of the
-# heartbeat interval: a dead link is found within 2.25 heartbeats at worst.
+# How often the sweeper looks for silent connections and overdue redeliveries,
+# as a fraction of the shorter of the two intervals: a dead link is found
+# within 2.25 heartbeats at worst, a lost message re-sent within 1.25 timeouts.
 SWEEP_FRACTION = 4
 # Give a closing handshake this long before the socket is dropped.
 CLOSE_TIMEOUT_S = 2.0
@@ -41,7 +43,9 @@ class Gateway:
         registry: LocalRegistry,
         metrics: Metrics,
         settings: Settings,
+        redeliverer: Redeliverer,
     ) -> None:
+        self._redeliverer = redeliverer
         self._handler = handler
         self._registry = registry
         self._metrics = metrics
@@ -155,13 +159,16 @@ class Gateway:
             task.add_done_callback(self._cleanup_tasks.discard)
 
     async def _sweep_forever(self) -> None:
-        interval = self._settings.heartbeat_ms / 1000 / SWEEP_FRACTION
+        shortest_ms = min(self._settings.heartbeat_ms, self._settings.redelivery_ms)
+        interval = shortest_ms / 1000 / SWEEP_FRACTION
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.sweep(time.monotonic())
+                now = time.monotonic()
+                await self.sweep(now)
+                await self._redeliverer.run_once((c for c, _ in self._live.values()), now)
             except Exception:
-                log.exception("heartbeat sweep failed")
+                log.exception("connection sweep failed")
 
     async def sweep(self, now: float) -> None:
         """Close connections silent for 2 heartbeats, or without hello in time."""

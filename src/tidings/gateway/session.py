@@ -202,6 +202,7 @@ class SessionHandler:
             self._metrics.ack_latency.observe(time.perf_counter() - started)
         elif isinstance(frame, Delivered | Read):
             is_read = isinstance(frame, Read)
+            conn.acknowledged(frame.conversation_id, frame.seq)
             await self._service.advance_cursors(
                 device,
                 frame.conversation_id,

@@ -59,6 +59,11 @@ class Metrics:
             "Connections cut because their send buffer overflowed",
             registry=r,
         )
+        self.redelivered = Counter(
+            "tidings_redelivered_total",
+            "Live messages re-sent because the connection did not acknowledge them",
+            registry=r,
+        )
         self.frames_in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}
         self.frames_in_other = self.frames_in.labels("other")
         self.frames_out_by_type = {t: self.frames_out.labels(t) for t in SERVER_FRAME_TYPES}

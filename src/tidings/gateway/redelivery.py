@@ -1,0 +1,73 @@
+"""Redelivery of live messages a connection has not acknowledged.
+
+A ``msg`` written to a socket can still be lost: the client's app was killed
+before storing it, or a proxy dropped it. Each connection remembers, per
+conversation, the range of live seqs it was given and not yet covered by a
+cumulative ``delivered`` (see :meth:`Connection.track`). One periodic pass
+over the node's connections re-sends, from the store, what has waited longer
+than ``redelivery_ms``. It is bounded per pass and per connection, and gives
+up after a few attempts: by then the heartbeat has either closed a dead
+connection or the client will ``sync``, which repairs anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from tidings.core.service import msg_frame
+from tidings.gateway.connection import Connection, State
+from tidings.gateway.wsframe import text_frame
+from tidings.observability.metrics import Metrics
+from tidings.store.base import Store
+
+log = logging.getLogger("tidings.redelivery")
+
+# Most messages re-sent to one connection for one conversation in one pass;
+# a longer backlog is the client's sync's job (it pages).
+MAX_PER_CONVERSATION = 200
+# After this many unanswered redeliveries of the same range, stop: the client
+# is not acknowledging at all (a bot that never sends delivered) and would
+# otherwise get the same messages forever.
+MAX_ATTEMPTS = 3
+
+
+class Redeliverer:
+    def __init__(self, store: Store, metrics: Metrics, redelivery_s: float) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._after = redelivery_s
+
+    async def run_once(self, connections: Iterable[Connection], now: float) -> int:
+        """Re-send overdue ranges; returns how many messages were re-sent."""
+        resent = 0
+        for conn in list(connections):
+            if conn.unacked is None or conn.state is not State.OPEN:
+                continue
+            for cid, entry in list(conn.unacked.items()):
+                if now - entry.sent_at < self._after:
+                    continue
+                if entry.attempts >= MAX_ATTEMPTS:
+                    conn.acknowledged(cid, entry.high)  # give up; sync repairs
+                    log.info(
+                        "redelivery abandoned",
+                        extra={
+                            "session_id": conn.session_id,
+                            "conversation_id": cid,
+                            "low": entry.low,
+                            "high": entry.high,
+                        },
+                    )
+                    continue
+                entry.attempts += 1
+                entry.sent_at = now
+                messages = await self._store.history(
+                    cid, entry.low - 1, entry.high + 1, MAX_PER_CONVERSATION
+                )
+                for message in messages:
+                    if conn.write_frame(text_frame(msg_frame(message))):
+                        resent += 1
+        if resent:
+            self._metrics.frame_out("msg", resent)
+            self._metrics.redelivered.inc(resent)
+        return resent
