@@ -12,6 +12,7 @@ import gc
 import getpass
 import os
 import secrets
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -168,6 +169,60 @@ async def _conversation_create(args: argparse.Namespace, settings: Settings) -> 
     return await _with_store(settings, action)
 
 
+async def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from tidings.store.base import Store
+    from tidings.store.sqlite import SqliteStore
+
+    async def action(store: Store) -> int:
+        if not isinstance(store, SqliteStore):
+            print(
+                "error: online backup is built in for SQLite only; for PostgreSQL use "
+                "pg_dump or pg_basebackup (docs/operations.md, 'Backup and restore')",
+                file=sys.stderr,
+            )
+            return 2
+        if await asyncio.to_thread(os.path.exists, args.output):
+            print(f"error: {args.output} exists; not overwriting it", file=sys.stderr)
+            return 1
+        await store.backup_to(args.output)
+        print(msgspec.json.encode({"backup": args.output, "epoch": store.epoch}).decode())
+        return 0
+
+    return await _with_store(settings, action)
+
+
+def _put_in_place(source: str, target: str) -> None:
+    """Replace the SQLite database with a backup (and drop the old WAL, whose
+    frames belong to the replaced file and must not be replayed onto the copy)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    for stale in (target + "-wal", target + "-shm"):
+        if os.path.exists(stale):
+            os.remove(stale)
+    shutil.copyfile(source, target)
+
+
+async def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    """Give a restored store a new epoch (and, for SQLite, put the copy in place)."""
+    from tidings.store.base import Store
+
+    if args.source:
+        if not settings.store_url.startswith("sqlite:///"):
+            print(
+                "error: --from is for SQLite; restore PostgreSQL with pg_restore first",
+                file=sys.stderr,
+            )
+            return 2
+        await asyncio.to_thread(_put_in_place, args.source, settings.store_url[len("sqlite://") :])
+
+    async def action(store: Store) -> int:
+        old = store.epoch
+        new = await store.reset_epoch()
+        print(msgspec.json.encode({"previous_epoch": old, "epoch": new}).decode())
+        return 0
+
+    return await _with_store(settings, action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the store's schema")
     common(migrate)
     migrate.set_defaults(handler=_migrate)
+
+    backup = sub.add_parser(
+        "backup", help="write a consistent online copy of the SQLite store to OUTPUT"
+    )
+    common(backup)
+    backup.add_argument("output", help="file to create (must not exist)")
+    backup.set_defaults(handler=_backup)
+
+    restore = sub.add_parser(
+        "restore",
+        help="after restoring a backup: assign the store a new epoch (stop the server first)",
+    )
+    common(restore)
+    restore.add_argument("--from", dest="source", help="SQLite backup file to put in place first")
+    restore.set_defaults(handler=_restore)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     user_add = user.add_parser(

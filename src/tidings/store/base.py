@@ -56,6 +56,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Return if the database answers, else raise ``UNAVAILABLE`` (readiness)."""
 
+    async def reset_epoch(self) -> str:
+        """Give the store a new random epoch and return it: run after restoring a
+        backup, so that clients learn that history after the backup is gone."""
+        ...
+
     # -- accounts ---------------------------------------------------------
     async def create_user(self, username: str, password_hash: str, now: int) -> User:
         """Create a user; ``CONFLICT`` if the username (case-insensitive) is taken."""

@@ -409,6 +409,27 @@ class SqliteStore:
         self._epoch = epoch
         return epoch
 
+    async def backup_to(self, target: str) -> None:
+        """Write a consistent copy of the live database to ``target``.
+
+        SQLite's online backup API in one step: it reads one WAL snapshot, so
+        the copy is a single point in time while writers go on (a step-wise
+        backup would restart whenever another connection writes).
+        """
+
+        def copy() -> None:
+            source = self._connect_reader(any_thread=True)
+            try:
+                dest = sqlite3.connect(target)
+                try:
+                    source.backup(dest)
+                finally:
+                    dest.close()
+            finally:
+                source.close()
+
+        await asyncio.to_thread(copy)
+
     async def write_pragmas(self) -> dict[str, str | int]:
         """The settings in effect on the write connection (for diagnostics and tests)."""
 
