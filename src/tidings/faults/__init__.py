@@ -1,0 +1,1 @@
+"""Fault injection for tests and benchmarks (a TCP proxy that breaks links on purpose)."""
