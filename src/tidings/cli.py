@@ -279,12 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv_create.add_argument("members", nargs="+", help="usernames of the other members")
     conv_create.set_defaults(handler=_conversation_create)
 
-    try:
-        from tidings.bench.command import register as register_bench
+    from tidings.bench.command import register as register_bench
+    from tidings.sim.command import register as register_sim
 
-        register_bench(sub)
-    except ImportError:  # pragma: no cover - the bench package ships with tidings
-        pass
+    register_bench(sub)
+    register_sim(sub)
     return parser
 
 

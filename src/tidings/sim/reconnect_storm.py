@@ -295,7 +295,12 @@ def histogram(result: StormResult) -> list[str]:
     for i in range(0, len(buckets), per_row):
         group = buckets[i : i + per_row]
         rows.append(
-            (group[0].start, group[-1].end, sum(b.attempts for b in group), sum(b.accepted for b in group))
+            (
+                group[0].start,
+                group[-1].end,
+                sum(b.attempts for b in group),
+                sum(b.accepted for b in group),
+            )
         )
     top = max(r[2] for r in rows) or 1
     lines = [
@@ -339,7 +344,10 @@ def describe(config: StormConfig) -> str:
 def report(result: StormResult, herd: StormResult) -> str:
     """The human summary: backoff run, its interval ranges, and the no-backoff herd."""
     n = result.config.clients
-    pct = (lambda x: f"{100 * x / n:.1f}%") if n else (lambda x: "-")
+
+    def pct(x: float) -> str:
+        return f"{100 * x / n:.1f}%" if n else "-"
+
     lines = [
         "tidings sim reconnect-storm",
         "  " + describe(result.config),
