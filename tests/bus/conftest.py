@@ -24,8 +24,23 @@ def _memory_nodes() -> Callable[[int], Awaitable[list[Bus]]]:
     return make
 
 
+def _redis_nodes() -> Callable[[int], Awaitable[list[Bus]]]:
+    # Imported here so that the memory run needs neither redis-py nor a server.
+    from tests.services_redis import redis_url, unique_prefix
+    from tidings.bus.redis import RedisBus
+
+    url = redis_url()  # skips, or fails in CI, when there is no Redis
+    prefix = unique_prefix()  # one run, one prefix: no crosstalk between runs
+
+    async def make(count: int) -> list[Bus]:
+        return [RedisBus(url, prefix=prefix) for _ in range(count)]
+
+    return make
+
+
 FACTORIES: dict[str, Callable[[], Callable[[int], Awaitable[list[Bus]]]]] = {
     "memory": _memory_nodes,
+    "redis": _redis_nodes,
 }
 
 
