@@ -7,8 +7,9 @@ backends (for instance two nodes sharing one in-process bus hub).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import web
@@ -47,7 +48,11 @@ def open_store(settings: Settings) -> Store:
 def open_bus(settings: Settings) -> Bus:
     if settings.bus.startswith("memory://"):
         return MemoryBus()
-    raise ValueError(f"unsupported bus URL {settings.bus!r} (supported: memory://)")
+    if settings.bus.startswith(("redis://", "rediss://", "unix://")):
+        from tidings.bus.redis import RedisBus
+
+        return RedisBus.from_url(settings.bus, prefix=settings.bus_prefix)
+    raise ValueError(f"unsupported bus URL {settings.bus!r} (supported: memory://, redis://)")
 
 
 @dataclass
@@ -63,15 +68,35 @@ class Node:
     gateway: Gateway
     fanout: Fanout
     aggregator: ReceiptAggregator
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         await self.store.start()
-        await self.bus.start(self.fanout.on_bus)
+        await self.bus.start(self.fanout.on_bus, self._on_bus_gap)
         self.gateway.start()
         self.aggregator.start()
         log.info(
             "node started", extra={"epoch": self.store.epoch, "store": self.settings.store_url}
         )
+
+    def _on_bus_gap(self) -> None:
+        """The bus came back after losing messages: publish what this node held
+        back, then give every local connection what it missed (AT1: live
+        delivery paused during the partition; the store had everything)."""
+        self.metrics.bus_gaps.inc()
+        task = asyncio.get_running_loop().create_task(self._heal())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heal(self) -> None:
+        try:
+            published = await self.service.republish()
+            repaired = await self.gateway.repair()
+            log.info(
+                "healed after a bus gap", extra={"republished": published, "repaired": repaired}
+            )
+        except Exception:
+            log.exception("healing after a bus gap failed")
 
     async def stop(self) -> None:
         await self.gateway.stop()

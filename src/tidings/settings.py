@@ -30,7 +30,9 @@ class Settings:
     store: str = ""
     """Store URL; empty means ``sqlite:///<data_dir>/tidings.db``."""
     bus: str = "memory://"
-    """Bus URL: ``memory://`` (single process)."""
+    """Bus URL: ``memory://`` (single process) or ``redis://host:port/db`` (a cluster)."""
+    bus_prefix: str = "tidings:"
+    """Prefix of the bus's Redis channels: deployments sharing one Redis use different ones."""
     sqlite_synchronous: str = "full"
     """SQLite ``PRAGMA synchronous`` (``full``: an ack survives power loss; ``normal``:
     survives a process crash, not an OS crash)."""

@@ -18,11 +18,15 @@ from collections.abc import Callable
 from typing import Protocol
 
 Handler = Callable[[str, bytes], None]
+GapHandler = Callable[[], None]
+"""Called after the bus lost its connection and got it back: messages published
+meanwhile may be missing, and the node repairs its connections from the store."""
 
 
 class Bus(Protocol):
-    async def start(self, handler: Handler) -> None:
-        """Connect; every message on a subscribed topic is passed to ``handler``."""
+    async def start(self, handler: Handler, on_gap: GapHandler | None = None) -> None:
+        """Connect; every message on a subscribed topic is passed to ``handler``;
+        ``on_gap`` is called whenever delivery may have had a gap (a reconnect)."""
 
     async def close(self) -> None:
         """Disconnect and drop every subscription."""

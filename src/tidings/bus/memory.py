@@ -8,7 +8,7 @@ one process.
 
 from __future__ import annotations
 
-from tidings.bus.base import Handler
+from tidings.bus.base import GapHandler, Handler
 
 
 class MemoryHub:
@@ -40,7 +40,8 @@ class MemoryBus:
         self._handler: Handler | None = None
         self._topics: set[str] = set()
 
-    async def start(self, handler: Handler) -> None:
+    async def start(self, handler: Handler, on_gap: GapHandler | None = None) -> None:
+        # An in-process hub never loses a message: there is no gap to report.
         self._handler = handler
 
     async def close(self) -> None:

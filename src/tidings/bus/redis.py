@@ -44,7 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
-from tidings.bus.base import Handler
+from tidings.bus.base import GapHandler, Handler
 from tidings.core.errors import ErrorCode, TidingsError
 
 log = logging.getLogger("tidings.bus.redis")
@@ -172,8 +172,9 @@ class RedisBus:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, handler: Handler) -> None:
-        """Connect and start the reader.
+    async def start(self, handler: Handler, on_gap: GapHandler | None = None) -> None:
+        """Connect and start the reader; ``on_gap`` (if given) replaces the
+        constructor's ``on_reconnect``.
 
         Waits (bounded) for the first connection but does not fail if Redis is
         down: the node starts not ready (``ping`` raises) and the reader keeps
@@ -182,6 +183,8 @@ class RedisBus:
         if self._closed:
             raise RuntimeError("RedisBus is closed")
         self._handler = handler
+        if on_gap is not None:
+            self._on_reconnect = on_gap
         if self._reader is None:
             self._reader = asyncio.create_task(self._run(), name="redis-bus-reader")
         with contextlib.suppress(TimeoutError):

@@ -11,6 +11,7 @@ and Redis across nodes.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -48,6 +49,11 @@ from tidings.store.base import Store
 log = logging.getLogger("tidings.messages")
 
 
+# Events held while the bus is unreachable, at most: beyond that the oldest are
+# dropped (their messages are durable; recipients get them by sync).
+MAX_UNPUBLISHED = 10_000
+
+
 class SyncAnswer(msgspec.Struct, frozen=True):
     messages: list[Message]
     conversations: list[ConversationState]
@@ -75,6 +81,8 @@ class ChatService:
         self._store = store
         self._bus = bus
         self._settings = settings
+        self._unpublished: deque[tuple[str, bytes]] = deque()
+        self._dropped_unpublished = 0
         self._send_limiter = KeyedRateLimiter(
             settings.send_rate_per_s, settings.send_burst, "messages"
         )
@@ -84,12 +92,47 @@ class ChatService:
         return self._store.epoch
 
     async def _publish(self, topic: str, event: BusEvent) -> None:
-        # The bus is the fast path only: if it fails, the message is durable
-        # and every recipient repairs it by sync, so the send still succeeds.
+        # The bus is the fast path only: if it fails, the message is durable,
+        # the send still succeeds, and the event waits here to be published
+        # again when the bus is back (other nodes' clients would otherwise
+        # learn of it only at their next sync).
+        payload = encode_event(event)
+        if self._unpublished:
+            self._hold(topic, payload)  # keep order behind earlier failures
+            return
         try:
-            await self._bus.publish(topic, encode_event(event))
-        except Exception:
-            log.exception("bus publish failed", extra={"topic": topic})
+            await self._bus.publish(topic, payload)
+        except Exception as exc:
+            log.warning(
+                "bus publish failed; holding the event", extra={"topic": topic, "error": str(exc)}
+            )
+            self._hold(topic, payload)
+
+    def _hold(self, topic: str, payload: bytes) -> None:
+        if len(self._unpublished) >= MAX_UNPUBLISHED:
+            self._unpublished.popleft()
+            self._dropped_unpublished += 1
+        self._unpublished.append((topic, payload))
+
+    async def republish(self) -> int:
+        """Publish, in order, the events held while the bus was unreachable."""
+        published = 0
+        while self._unpublished:
+            topic, payload = self._unpublished[0]
+            try:
+                await self._bus.publish(topic, payload)
+            except Exception:
+                log.warning("bus still unreachable", extra={"held": len(self._unpublished)})
+                break
+            self._unpublished.popleft()
+            published += 1
+        if self._dropped_unpublished:
+            log.warning(
+                "events dropped while the bus was down; clients repair them by sync",
+                extra={"dropped": self._dropped_unpublished},
+            )
+            self._dropped_unpublished = 0
+        return published
 
     async def logout(self, device: Device) -> None:
         """Revoke the device's token and end its open sessions on every node."""

@@ -1,4 +1,5 @@
-"""Redelivery of live messages a connection has not acknowledged.
+"""Redelivery of live messages a connection has not acknowledged, and repair
+of every connection after the bus lost messages.
 
 A ``msg`` written to a socket can still be lost: the client's app was killed
 before storing it, or a proxy dropped it. Each connection remembers, per
@@ -12,7 +13,9 @@ connection or the client will ``sync``, which repairs anything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from tidings.core.service import msg_frame
@@ -26,6 +29,14 @@ log = logging.getLogger("tidings.redelivery")
 # Most messages re-sent to one connection for one conversation in one pass;
 # a longer backlog is the client's sync's job (it pages).
 MAX_PER_CONVERSATION = 200
+# After a bus gap, at most this many messages per connection are pushed; a
+# longer backlog is left to the client's sync (the server has told nothing
+# wrong, only less, and clients resync on reconnect anyway).
+MAX_REPAIR_PER_CONNECTION = 1000
+# Connections repaired between yields to the event loop, so that a repair of
+# thousands of connections does not stall live traffic.
+REPAIR_BATCH = 50
+
 # After this many unanswered redeliveries of the same range, stop: the client
 # is not acknowledging at all (a bot that never sends delivered) and would
 # otherwise get the same messages forever.
@@ -70,4 +81,37 @@ class Redeliverer:
         if resent:
             self._metrics.frame_out("msg", resent)
             self._metrics.redelivered.inc(resent)
+        return resent
+
+    async def repair(self, connections: Iterable[Connection]) -> int:
+        """After a bus gap: send each connection what the store has beyond what
+        it was given (its device's delivered cursor, or the highest live seq
+        it was sent), without the client having to reconnect."""
+        resent = 0
+        for index, conn in enumerate(list(connections)):
+            if index and index % REPAIR_BATCH == 0:
+                await asyncio.sleep(0)
+            device = conn.device
+            if device is None or conn.state is not State.OPEN:
+                continue
+            states, _ = await self._store.list_conversations(device.user_id, device.device_id)
+            budget = MAX_REPAIR_PER_CONNECTION
+            for state in states:
+                held = state.delivered_seq
+                entry = conn.unacked.get(state.conversation_id) if conn.unacked else None
+                if entry is not None:
+                    held = max(held, entry.high)
+                if held >= state.last_seq or budget <= 0:
+                    continue
+                messages = await self._store.history(state.conversation_id, held, None, budget)
+                now = time.monotonic()
+                for message in messages:
+                    if conn.write_frame(text_frame(msg_frame(message))):
+                        conn.track(message.conversation_id, message.seq, now)
+                        resent += 1
+                budget -= len(messages)
+        if resent:
+            self._metrics.frame_out("msg", resent)
+            self._metrics.repaired.inc(resent)
+        log.info("connections repaired after a bus gap", extra={"messages": resent})
         return resent

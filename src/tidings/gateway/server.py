@@ -124,6 +124,10 @@ class Gateway:
                 )
                 return
 
+    async def repair(self) -> int:
+        """After a bus gap, push every live connection what it missed."""
+        return await self._redeliverer.repair(c for c, _ in self._live.values())
+
     def close_device(self, user_id: str, device_id: str) -> None:
         """Close every local session of a device whose token was revoked."""
         for conn in tuple(self._registry.connections_of(user_id) or ()):

@@ -64,6 +64,14 @@ class Metrics:
             "Live messages re-sent because the connection did not acknowledge them",
             registry=r,
         )
+        self.repaired = Counter(
+            "tidings_repaired_total",
+            "Messages pushed from the store to live connections after a bus gap",
+            registry=r,
+        )
+        self.bus_gaps = Counter(
+            "tidings_bus_gaps_total", "Times the bus reconnected after losing messages", registry=r
+        )
         self.frames_in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}
         self.frames_in_other = self.frames_in.labels("other")
         self.frames_out_by_type = {t: self.frames_out.labels(t) for t in SERVER_FRAME_TYPES}
