@@ -107,6 +107,8 @@ class Node:
 
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
+        if self.gateway.draining:
+            checks["gateway"] = "draining"
         for name, probe in (("store", self.store.ping), ("bus", self.bus.ping)):
             try:
                 await probe()

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import getpass
+import logging
 import os
 import secrets
 import shutil
@@ -78,6 +79,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        log_stop = logging.getLogger("tidings.app")
+        log_stop.info("draining", extra={"window_ms": settings.drain_window_ms})
+        await node.gateway.drain()
     finally:
         await runner.cleanup()
     return 0

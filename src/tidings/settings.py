@@ -61,6 +61,15 @@ class Settings:
     """Sustained rate of all frames per connection."""
     frame_burst: int = 2000
     """Burst of frames per connection."""
+    handshake_rate_per_s: float = 1000.0
+    """Admission control: WebSocket handshakes accepted per second per node (token bucket);
+    more get 503 with Retry-After."""
+    handshake_burst: int = 2000
+    """Admission control: handshakes accepted at once before the rate applies."""
+    drain_window_ms: int = 10_000
+    """On SIGTERM clients are told to reconnect after a random delay within this window."""
+    drain_timeout_ms: int = 15_000
+    """On SIGTERM, wait at most this long for sends in flight to be acknowledged."""
     send_buffer_bytes: int = 1024 * 1024
     """Bytes queued to one connection beyond which it is cut as a slow consumer (FM3)."""
     sync_page_limit: int = 500

@@ -20,7 +20,7 @@ SENDERS = 10
 PER_SENDER = 200
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         TIDINGS_PASSWORD_HASH_MEMORY_KIB=str(TEST_HASH_MEMORY_KIB),
@@ -29,6 +29,7 @@ def _env() -> dict[str, str]:
         TIDINGS_SEND_BURST="100000",
         TIDINGS_SEND_RATE_PER_S="100000",
     )
+    env.update(extra)
     return env
 
 
@@ -39,7 +40,8 @@ def _free_port() -> int:
         return port
 
 
-async def _spawn(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+async def _spawn(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.Process:
+    """Start ``tidings serve`` in a subprocess and wait (bounded) until it is ready."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -49,7 +51,7 @@ async def _spawn(data_dir: Path, port: int) -> asyncio.subprocess.Process:
         str(port),
         "--data-dir",
         str(data_dir),
-        env=_env(),
+        env=_env(**env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import random
 import time
 
 from aiohttp import WSMsgType, web
 
+from tidings.core.frames import ErrorFrame, Reconnect, encode
 from tidings.core.ids import new_id
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.connection import CloseCode, Connection, State, WriteHub
@@ -54,6 +57,38 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._cleanup_tasks: set[asyncio.Task[None]] = set()
         self._hub = WriteHub(settings.send_buffer_bytes, self._on_cut)
+        self._draining = False
+        # Admission control (FM7): handshakes beyond this rate get 503 +
+        # Retry-After before the upgrade, so a reconnect storm is spread out
+        # instead of taking the node down.
+        self._admission = TokenBucket(
+            settings.handshake_rate_per_s, settings.handshake_burst, time.monotonic()
+        )
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self) -> None:
+        """Graceful shutdown: refuse new sessions, tell every client to
+        reconnect after a random delay over the drain window (so that they do
+        not all come back at once), wait for sends in flight to be
+        acknowledged, then close."""
+        self._draining = True
+        window_ms = self._settings.drain_window_ms
+        for conn, _ in list(self._live.values()):
+            if conn.state is State.OPEN:
+                after_ms = random.randint(0, window_ms)
+                conn.write(encode(Reconnect(after_ms=after_ms, reason="draining")))
+        self._hub.flush()
+        self._metrics.frame_out("reconnect", len(self._live))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._handler.idle.wait(), self._settings.drain_timeout_ms / 1000
+            )
+        if self._handler.in_flight:
+            log.warning("drain timed out", extra={"in_flight": self._handler.in_flight})
+        await self.stop()
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
@@ -71,7 +106,31 @@ class Gateway:
             return_exceptions=True,
         )
 
+    def _refuse(self, reason: str, retry_after_s: float) -> web.Response:
+        """503 before the upgrade: the client backs off and tries again (or
+        elsewhere); a handshake costs the server far more than this answer."""
+        self._metrics.handshakes_refused.labels(reason).inc()
+        seconds = max(1, math.ceil(retry_after_s + random.uniform(0, retry_after_s)))
+        return web.Response(
+            status=503,
+            headers={"Retry-After": str(seconds)},
+            content_type="application/json",
+            body=encode(
+                ErrorFrame(
+                    code="unavailable",
+                    message=reason,
+                    retryable=True,
+                    retry_after_ms=seconds * 1000,
+                )
+            ),
+        )
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._draining:
+            return self._refuse("draining", self._settings.drain_window_ms / 1000)
+        wait_ms = self._admission.try_take(time.monotonic())
+        if wait_ms:
+            return self._refuse("too many handshakes", wait_ms / 1000)
         ws = web.WebSocketResponse(
             max_msg_size=self._settings.max_frame_bytes,
             autoping=False,

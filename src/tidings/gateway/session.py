@@ -10,6 +10,7 @@ the connection (and everyone else's) goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import NoReturn
@@ -75,6 +76,11 @@ class SessionHandler:
         self._registry = registry
         self._metrics = metrics
         self._settings = settings
+        self.in_flight = 0
+        """Sends received and not yet answered (a drain waits for them)."""
+        self.idle = asyncio.Event()
+        """Set while no send is in flight."""
+        self.idle.set()
         self._limits = Limits(
             max_content_bytes=settings.max_content_bytes,
             max_frame_bytes=settings.max_frame_bytes,
@@ -179,13 +185,20 @@ class SessionHandler:
         assert device is not None
         if isinstance(frame, Send):
             started = time.perf_counter()
-            result = await self._service.send(
-                device,
-                frame.conversation_id,
-                frame.client_msg_id,
-                bytes(frame.content),
-                origin_session=conn.session_id,
-            )
+            self.in_flight += 1
+            self.idle.clear()
+            try:
+                result = await self._service.send(
+                    device,
+                    frame.conversation_id,
+                    frame.client_msg_id,
+                    bytes(frame.content),
+                    origin_session=conn.session_id,
+                )
+            finally:
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self.idle.set()
             message = result.message
             ack = Ack(
                 id=frame.id,

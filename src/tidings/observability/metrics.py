@@ -72,6 +72,12 @@ class Metrics:
         self.bus_gaps = Counter(
             "tidings_bus_gaps_total", "Times the bus reconnected after losing messages", registry=r
         )
+        self.handshakes_refused = Counter(
+            "tidings_handshakes_refused_total",
+            "WebSocket upgrades answered 503 (draining, or over the admission rate)",
+            ["reason"],
+            registry=r,
+        )
         self.frames_in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}
         self.frames_in_other = self.frames_in.labels("other")
         self.frames_out_by_type = {t: self.frames_out.labels(t) for t in SERVER_FRAME_TYPES}
