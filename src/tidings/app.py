@@ -190,5 +190,11 @@ def create_app(node: Node) -> web.Application:
         yield
         await node.stop()
 
+    async def close_sessions(_: web.Application) -> None:
+        # aiohttp waits for running handlers before cleanup: close the
+        # WebSockets first, or shutdown would wait for heartbeat timeouts.
+        await node.gateway.stop()
+
+    app.on_shutdown.append(close_sessions)
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -23,6 +23,7 @@ Example::
                 await client.delivered(event.conversation_id, event.seq)
 """
 
+from tidings.client.backoff import Backoff, Jitter, cumulative_bounds, interval_bounds
 from tidings.client.connection import ClientEvent, TidingsClient
 from tidings.client.cursors import Cursors
 from tidings.client.errors import (
@@ -53,6 +54,7 @@ from tidings.client.http import (
     TidingsHTTP,
     User,
 )
+from tidings.client.outbox import Outbox, OutboxEntry, OutboxStatus
 from tidings.client.protocol import (
     ClientProtocol,
     Closed,
@@ -64,31 +66,70 @@ from tidings.client.protocol import (
     SyncResult,
     UnknownFrame,
 )
+from tidings.client.resilience import (
+    Command,
+    Connect,
+    ConnectionChanged,
+    Disconnect,
+    EpochChanged,
+    LostRange,
+    MessageSent,
+    RequestSync,
+    ResilienceConfig,
+    ResilientCore,
+    ResilientEvent,
+    SendDelivered,
+    SendFailed,
+    Transmit,
+)
+from tidings.client.resilient import AppEvent, ResilientClient
+from tidings.client.store import MessageStore
 
 __all__ = [
     "Ack",
+    "AppEvent",
+    "Backoff",
     "ClientEvent",
     "ClientProtocol",
     "Closed",
+    "Command",
+    "Connect",
+    "ConnectionChanged",
     "ConnectionClosedError",
     "Content",
     "Conversation",
     "ConversationSummary",
     "ConversationSyncState",
     "Cursors",
+    "Disconnect",
+    "EpochChanged",
     "Event",
     "InvalidStateError",
+    "Jitter",
     "Limits",
     "LoginResult",
+    "LostRange",
     "Member",
     "Message",
+    "MessageSent",
+    "MessageStore",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxStatus",
     "Presence",
     "ProtocolViolation",
     "Receipt",
     "ReceiptSummary",
     "Reconnect",
     "RequestFailed",
+    "RequestSync",
     "RequestTimeoutError",
+    "ResilienceConfig",
+    "ResilientClient",
+    "ResilientCore",
+    "ResilientEvent",
+    "SendDelivered",
+    "SendFailed",
     "ServerError",
     "State",
     "SyncComplete",
@@ -96,8 +137,11 @@ __all__ = [
     "TidingsClient",
     "TidingsClientError",
     "TidingsHTTP",
+    "Transmit",
     "Typing",
     "UnknownFrame",
     "User",
     "Welcome",
+    "cumulative_bounds",
+    "interval_bounds",
 ]

@@ -94,10 +94,13 @@ class Gateway:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
 
     async def stop(self) -> None:
+        """Close every session (1001); idempotent, and new upgrades are refused."""
+        self._draining = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+            self._sweeper = None
         await asyncio.gather(
             *(
                 self._close(conn, ws, CloseCode.GOING_AWAY, b"server shutting down")
