@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.services_postgres import PostgresService, create_test_database, drop_test_databases
+from tests.services_postgres import postgres_service as postgres_service  # the fixture
 from tidings.store.base import Store
+from tidings.store.postgres import PostgresStore
 from tidings.store.sqlite import SqliteStore
 
 StoreOpener = Callable[[], Awaitable[Store]]
@@ -30,9 +33,32 @@ def _sqlite(tmp_path: Path) -> StoreOpener:
     return open_store
 
 
+def _postgres(tmp_path: Path) -> StoreOpener:
+    """A fresh database per test (tests/services_postgres.py), created on first open."""
+    url: str | None = None
+
+    async def open_store() -> Store:
+        nonlocal url
+        if url is None:
+            url = await create_test_database()
+        store = PostgresStore(url)
+        await store.start()
+        return store
+
+    return open_store
+
+
 STORE_FACTORIES: dict[str, Callable[[Path], StoreOpener]] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
+
+
+@pytest.fixture(autouse=True)
+async def _drop_postgres_databases(postgres_service: PostgresService) -> AsyncIterator[None]:
+    """Drop the databases the test's postgres opener created (after its stores closed)."""
+    yield
+    await drop_test_databases()
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES), ids=lambda name: f"store={name}")

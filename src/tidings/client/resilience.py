@@ -200,6 +200,8 @@ class MessageSent:
     seq: int
     message_id: str
     duplicate: bool
+    failed_attempts: int = 0
+    """Transmissions before the acknowledged one that got no ack (0: first try)."""
 
 
 @dataclass(frozen=True)
@@ -516,7 +518,12 @@ class ResilientCore:
         self.outbox.remove(ack.client_msg_id)
         self._events.append(
             MessageSent(
-                ack.client_msg_id, ack.conversation_id, ack.seq, ack.message_id, ack.duplicate
+                ack.client_msg_id,
+                ack.conversation_id,
+                ack.seq,
+                ack.message_id,
+                ack.duplicate,
+                entry.attempts,
             )
         )
         own = Message(
