@@ -69,19 +69,51 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
-async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
-    """Start servers with settings overrides; all are stopped after the test."""
+def backend() -> str:
+    """Which backends servers use: "sqlite" (SQLite + in-process bus) here;
+    tests/e2e parametrises it over "postgres" (PostgreSQL + Redis) too."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def server_factory(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[ServerFactory]:
+    """Start servers with settings overrides; all are stopped after the test.
+
+    With the "postgres" backend every server of the test shares one fresh
+    PostgreSQL database and one Redis key prefix: several servers form a
+    cluster, as in production.
+    """
     started: list[RunningServer] = []
+    cluster: dict[str, str] = {}
+    if backend == "postgres":
+        from tests.services_postgres import PostgresService
+        from tests.services_redis import redis_url, unique_prefix
+
+        service: PostgresService = request.getfixturevalue("postgres_service")
+        cluster = {
+            "store": await service.create_database(),
+            "bus": redis_url(),
+            "bus_prefix": unique_prefix(),
+        }
 
     async def make(**overrides: Any) -> RunningServer:
         data_dir = tmp_path / f"node{len(started)}"
-        server = await start_server(make_settings(data_dir, **overrides))
+        server = await start_server(make_settings(data_dir, **{**cluster, **overrides}))
         started.append(server)
         return server
 
-    yield make
-    for server in reversed(started):
-        await server.stop()
+    try:
+        yield make
+    finally:
+        for server in reversed(started):
+            await server.stop()
+        if cluster:
+            from tests.services_redis import delete_prefixed_keys
+
+            await service.drop_pending()
+            await delete_prefixed_keys(cluster["bus"], cluster["bus_prefix"])
 
 
 @pytest.fixture

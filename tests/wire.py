@@ -107,7 +107,10 @@ class Raw:
         async with asyncio.timeout(timeout):
             msg = await self.ws.receive()
         if msg.type != aiohttp.WSMsgType.TEXT:
-            return {"type": "_closed", "ws_type": msg.type.name, "code": self.ws.close_code}
+            # A CLOSE message carries the server's code; close_code may still
+            # say 1006 if the TCP connection ended before our close reply.
+            code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+            return {"type": "_closed", "ws_type": msg.type.name, "code": code}
         frame: dict[str, Any] = msgspec.json.decode(msg.data)
         return frame
 

@@ -42,7 +42,11 @@ def open_store(settings: Settings) -> Store:
         from tidings.store.sqlite import SqliteStore
 
         return SqliteStore.from_url(url, settings.sqlite_synchronous)
-    raise ValueError(f"unsupported store URL {url!r} (supported: sqlite:///PATH)")
+    if url.startswith(("postgresql://", "postgres://")):
+        from tidings.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    raise ValueError(f"unsupported store URL {url!r} (supported: sqlite:///PATH, postgresql://...)")
 
 
 def open_bus(settings: Settings) -> Bus:

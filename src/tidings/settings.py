@@ -28,7 +28,8 @@ class Settings:
     data_dir: str = "./data"
     """Directory for the embedded SQLite database (created if missing)."""
     store: str = ""
-    """Store URL; empty means ``sqlite:///<data_dir>/tidings.db``."""
+    """Store URL: ``sqlite:///abs/path.db`` or ``postgresql://user@host/db``; empty means
+    ``sqlite:///<data_dir>/tidings.db``."""
     bus: str = "memory://"
     """Bus URL: ``memory://`` (single process) or ``redis://host:port/db`` (a cluster)."""
     bus_prefix: str = "tidings:"

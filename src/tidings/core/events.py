@@ -36,6 +36,7 @@ class JoinedEvent(msgspec.Struct, tag="joined", frozen=True):
 
     conversation_id: str
     user_id: str
+    after_seq: int = 0  # the stream's seq before the join; live messages follow it
 
 
 class RevokedEvent(msgspec.Struct, tag="revoked", frozen=True):

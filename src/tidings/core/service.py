@@ -218,7 +218,9 @@ class ChatService:
             return None
         message = result.message
         for user_id in added:
-            await self._publish(user_topic(user_id), JoinedEvent(conversation_id, user_id))
+            await self._publish(
+                user_topic(user_id), JoinedEvent(conversation_id, user_id, message.seq - 1)
+            )
         await self._publish(
             conversation_topic(conversation_id),
             MessageEvent(

@@ -31,6 +31,13 @@ from tidings.observability.metrics import Metrics
 
 log = logging.getLogger("tidings.fanout")
 
+# How long an event that overtook an earlier seq waits for it. Commits of one
+# conversation land within milliseconds of each other; a seq missing longer
+# than this was lost on the bus and is repaired by redelivery or sync.
+REORDER_WAIT_S = 0.2
+# Bound on events held for one conversation while waiting (FM3).
+MAX_HELD_PER_CONVERSATION = 10_000
+
 
 class Fanout:
     def __init__(
@@ -52,6 +59,10 @@ class Fanout:
         # Conversations whose member list is being loaded, with the events
         # that arrived meanwhile (delivered in arrival order once it is in).
         self._loading: dict[str, list[MessageEvent | ReceiptEvent]] = {}
+        # Events that arrived ahead of a missing seq, and the timer that stops
+        # waiting for it (see _in_order).
+        self._held: dict[str, dict[int, MessageEvent]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -70,11 +81,70 @@ class Fanout:
             log.exception("undecodable bus event", extra={"topic": topic})
             return
         if isinstance(event, JoinedEvent):
-            self._spawn(self._registry.joined(event.user_id, event.conversation_id))
-            return
-        if isinstance(event, RevokedEvent):
+            self._spawn(
+                self._registry.joined(event.user_id, event.conversation_id, event.after_seq)
+            )
+        elif isinstance(event, RevokedEvent):
             self._close_device(event.user_id, event.device_id)
+        elif isinstance(event, MessageEvent):
+            for ready in self._in_order(event):
+                self._route(ready)
+        else:
+            self._route(event)
+
+    def _in_order(self, event: MessageEvent) -> list[MessageEvent]:
+        """The events that can go out now, in seq order.
+
+        Writers on several nodes (or several database connections) finish in
+        any order, so events can arrive as 5, 4. An event beyond the next
+        expected seq waits (at most ``REORDER_WAIT_S``) for the ones before
+        it; a missing one is then given up on (its recipients repair by
+        redelivery or sync). Events of conversations the node did not follow
+        from a known seq, or below it (late), go out at once.
+        """
+        cid = event.conversation_id
+        expected = self._registry.next_seq.get(cid)
+        if expected is None or event.seq < expected:
+            return [event]
+        held = self._held.get(cid)
+        if event.seq > expected:
+            if held is None:
+                held = self._held[cid] = {}
+                loop = asyncio.get_running_loop()
+                self._timers[cid] = loop.call_later(REORDER_WAIT_S, self._stop_waiting, cid)
+            held[event.seq] = event
+            if len(held) > MAX_HELD_PER_CONVERSATION:
+                self._stop_waiting(cid)
+            return []
+        ready = [event]
+        following = expected + 1
+        while held and following in held:
+            ready.append(held.pop(following))
+            following += 1
+        self._registry.next_seq[cid] = following
+        if held is not None and not held:
+            del self._held[cid]
+            self._timers.pop(cid).cancel()
+        return ready
+
+    def _stop_waiting(self, cid: str) -> None:
+        """Deliver what was held for a conversation, in order, past the gap."""
+        held = self._held.pop(cid, {})
+        timer = self._timers.pop(cid, None)
+        if timer is not None:
+            timer.cancel()
+        if not held:
             return
+        log.info(
+            "gap in the live stream; delivering past it",
+            extra={"conversation_id": cid, "held": len(held)},
+        )
+        for seq in sorted(held):
+            self._route(held[seq])
+        if cid in self._registry.next_seq:
+            self._registry.next_seq[cid] = max(held) + 1
+
+    def _route(self, event: MessageEvent | ReceiptEvent) -> None:
         cid = event.conversation_id
         if isinstance(event, MessageEvent) and event.membership_changed:
             self._members.invalidate(cid)
@@ -167,6 +237,10 @@ class Fanout:
             self._metrics.frame_out("receipt", sent)
 
     async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._held.clear()
         for task in tuple(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

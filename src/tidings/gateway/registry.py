@@ -21,6 +21,7 @@ class LocalRegistry:
         self._by_user: dict[str, list[Connection]] = {}
         self._user_conversations: dict[str, set[str]] = {}
         self._topic_refs: dict[str, int] = {}
+        self.next_seq: dict[str, int] = {}
 
     def connections_of(self, user_id: str) -> list[Connection] | None:
         return self._by_user.get(user_id)
@@ -38,19 +39,24 @@ class LocalRegistry:
     def is_local(self, user_id: str) -> bool:
         return user_id in self._by_user
 
-    async def add(self, conn: Connection, conversation_ids: Iterable[str]) -> None:
-        """Register an open connection; the first of a user subscribes their topics."""
+    async def add(self, conn: Connection, conversations: Iterable[tuple[str, int]]) -> None:
+        """Register an open connection; the first of a user subscribes their topics.
+
+        ``conversations`` are the user's (conversation_id, last_seq) as read
+        before subscribing.
+        """
         user_id = conn.user_id
         conns = self._by_user.get(user_id)
         if conns is not None:
             conns.append(conn)
             return
         self._by_user[user_id] = [conn]
-        convs = set(conversation_ids)
+        convs: set[str] = set()
         self._user_conversations[user_id] = convs
         await self._ref(user_topic(user_id))
-        for cid in convs:
-            await self._ref(conversation_topic(cid))
+        for cid, last_seq in conversations:
+            convs.add(cid)
+            await self._ref_conversation(cid, last_seq)
 
     async def remove(self, conn: Connection) -> None:
         """Forget a connection (idempotent); the last of a user drops their topics."""
@@ -66,21 +72,31 @@ class LocalRegistry:
         del self._by_user[user_id]
         await self._unref(user_topic(user_id))
         for cid in self._user_conversations.pop(user_id, set()):
-            await self._unref(conversation_topic(cid))
+            await self._unref_conversation(cid)
 
-    async def joined(self, user_id: str, conversation_id: str) -> None:
+    async def joined(self, user_id: str, conversation_id: str, after_seq: int) -> None:
         convs = self._user_conversations.get(user_id)
         if convs is None or conversation_id in convs:
             return
         convs.add(conversation_id)
-        await self._ref(conversation_topic(conversation_id))
+        await self._ref_conversation(conversation_id, after_seq)
 
     async def left(self, user_id: str, conversation_id: str) -> None:
         convs = self._user_conversations.get(user_id)
         if convs is None or conversation_id not in convs:
             return
         convs.discard(conversation_id)
-        await self._unref(conversation_topic(conversation_id))
+        await self._unref_conversation(conversation_id)
+
+    async def _ref_conversation(self, cid: str, last_seq: int) -> None:
+        if cid not in self.next_seq or self.next_seq[cid] <= last_seq:
+            self.next_seq[cid] = last_seq + 1
+        await self._ref(conversation_topic(cid))
+
+    async def _unref_conversation(self, cid: str) -> None:
+        await self._unref(conversation_topic(cid))
+        if conversation_topic(cid) not in self._topic_refs:
+            self.next_seq.pop(cid, None)
 
     async def _ref(self, topic: str) -> None:
         count = self._topic_refs.get(topic, 0)

@@ -166,7 +166,7 @@ class SessionHandler:
         if frame.client is not None:
             conn.network = frame.client.network
         conn.transition(State.OPEN)
-        await self._registry.add(conn, (s.conversation_id for s in states))
+        await self._registry.add(conn, ((s.conversation_id, s.last_seq) for s in states))
         self._metrics.connections.inc()
         welcome = Welcome(
             user_id=device.user_id,
