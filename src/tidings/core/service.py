@@ -108,6 +108,30 @@ class ChatService:
             )
             self._hold(topic, payload)
 
+    async def _publish_message(
+        self,
+        message: Message,
+        *,
+        origin_session: str = "",
+        membership_changed: bool = False,
+        extra_recipients: Sequence[str] = (),
+        added: Sequence[str] = (),
+    ) -> None:
+        """Publish a stored message, with its ``msg`` frame encoded once for all nodes."""
+        await self._publish(
+            conversation_topic(message.conversation_id),
+            MessageEvent(
+                conversation_id=message.conversation_id,
+                seq=message.seq,
+                sender_id=message.sender_id,
+                origin_session=origin_session,
+                frame=msg_frame(message),
+                membership_changed=membership_changed,
+                extra_recipients=list(extra_recipients),
+                added=list(added),
+            ),
+        )
+
     def _hold(self, topic: str, payload: bytes) -> None:
         if len(self._unpublished) >= MAX_UNPUBLISHED:
             self._unpublished.popleft()
@@ -221,18 +245,8 @@ class ChatService:
             await self._publish(
                 user_topic(user_id), JoinedEvent(conversation_id, user_id, message.seq - 1)
             )
-        await self._publish(
-            conversation_topic(conversation_id),
-            MessageEvent(
-                conversation_id=conversation_id,
-                seq=message.seq,
-                sender_id=message.sender_id,
-                origin_session="",
-                frame=msg_frame(message),
-                membership_changed=True,
-                extra_recipients=removed,
-                added=added,
-            ),
+        await self._publish_message(
+            message, membership_changed=True, extra_recipients=removed, added=added
         )
         self._log_message(message, duplicate=False)
         return message
@@ -277,16 +291,7 @@ class ChatService:
         )
         message = result.message
         if not result.duplicate:
-            await self._publish(
-                conversation_topic(conversation_id),
-                MessageEvent(
-                    conversation_id=conversation_id,
-                    seq=message.seq,
-                    sender_id=message.sender_id,
-                    origin_session=origin_session,
-                    frame=msg_frame(message),
-                ),
-            )
+            await self._publish_message(message, origin_session=origin_session)
         self._log_message(message, duplicate=result.duplicate)
         return result
 

@@ -93,6 +93,7 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.store.rules import new_conversation
 
 __all__ = ["PostgresStore", "migrate"]
 
@@ -494,16 +495,7 @@ class PostgresStore:
         title: str | None,
         now: int,
     ) -> tuple[Conversation, bool]:
-        # The others, deduplicated in the order given; the creator is implicit.
-        others = [uid for uid in dict.fromkeys(member_ids) if uid != creator_id]
-        direct_key: str | None = None
-        if kind is ConversationKind.DIRECT:
-            if len(others) != 1:
-                raise TidingsError(
-                    ErrorCode.BAD_REQUEST, "a direct conversation has exactly one other member"
-                )
-            direct_key = "|".join(sorted((creator_id, others[0])))
-        creator_role = Role.ADMIN if kind is ConversationKind.GROUP else Role.MEMBER
+        others, direct_key, creator_role = new_conversation(kind, creator_id, member_ids)
         row = await self._fetchrow(
             "SELECT * FROM tidings_create_conversation($1, $2, $3, $4, $5, $6, $7, $8)",
             new_id("c"),

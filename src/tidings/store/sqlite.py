@@ -57,6 +57,7 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.store.rules import new_conversation
 from tidings.store.sqlite_writer import SqliteWriter, unavailable
 
 __all__ = ["SqliteStore", "migrate"]
@@ -598,17 +599,8 @@ class SqliteStore:
         title: str | None,
         now: int,
     ) -> tuple[Conversation, bool]:
-        # The others, deduplicated in the order given; the creator is implicit.
-        others = [uid for uid in dict.fromkeys(member_ids) if uid != creator_id]
-        direct_key: str | None = None
-        if kind is ConversationKind.DIRECT:
-            if len(others) != 1:
-                raise TidingsError(
-                    ErrorCode.BAD_REQUEST, "a direct conversation has exactly one other member"
-                )
-            direct_key = "|".join(sorted((creator_id, others[0])))
+        others, direct_key, creator_role = new_conversation(kind, creator_id, member_ids)
         conversation = Conversation(new_id("c"), kind, title, creator_id, now, 0)
-        creator_role = Role.ADMIN if kind is ConversationKind.GROUP else Role.MEMBER
 
         def op(conn: sqlite3.Connection) -> tuple[Conversation, bool]:
             unknown = _unknown_users(conn, [creator_id, *others])
