@@ -21,6 +21,7 @@ from tidings.core.errors import TidingsError
 from tidings.core.membership import MemberCache
 from tidings.core.service import ChatService
 from tidings.gateway.fanout import Fanout
+from tidings.gateway.presence import PresenceHub
 from tidings.gateway.receipts import ReceiptAggregator
 from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
@@ -30,6 +31,8 @@ from tidings.http import schemas
 from tidings.http.api import CATCH_ALL, HttpApi, guarded, json_response, no_such_route
 from tidings.http.openapi import build_openapi
 from tidings.observability.metrics import Metrics
+from tidings.presence.base import PresenceStore
+from tidings.presence.memory import MemoryPresence
 from tidings.settings import Settings
 from tidings.store.base import Store
 
@@ -47,6 +50,18 @@ def open_store(settings: Settings) -> Store:
 
         return PostgresStore.from_url(url)
     raise ValueError(f"unsupported store URL {url!r} (supported: sqlite:///PATH, postgresql://...)")
+
+
+def open_presence(settings: Settings) -> PresenceStore:
+    if settings.presence.startswith("memory://"):
+        return MemoryPresence()
+    if settings.presence.startswith(("redis://", "rediss://", "unix://")):
+        from tidings.presence.redis import RedisPresence
+
+        return RedisPresence(settings.presence, prefix=settings.bus_prefix + "presence:")
+    raise ValueError(
+        f"unsupported presence URL {settings.presence!r} (supported: memory://, redis://)"
+    )
 
 
 def open_bus(settings: Settings) -> Bus:
@@ -72,11 +87,13 @@ class Node:
     gateway: Gateway
     fanout: Fanout
     aggregator: ReceiptAggregator
+    presence: PresenceHub
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         await self.store.start()
         await self.bus.start(self.fanout.on_bus, self._on_bus_gap)
+        await self.presence.open()
         self.gateway.start()
         self.aggregator.start()
         log.info(
@@ -94,6 +111,9 @@ class Node:
 
     async def _heal(self) -> None:
         try:
+            # Republish first: those events come back through the bus and
+            # are tracked per connection, so the repair (and the fan-out of
+            # late copies) skips what a connection was already given.
             published = await self.service.republish()
             repaired = await self.gateway.repair()
             log.info(
@@ -104,16 +124,28 @@ class Node:
 
     async def stop(self) -> None:
         await self.gateway.stop()
+        await self.presence.close()
         await self.aggregator.stop()
         await self.fanout.close()
         await self.bus.close()
         await self.store.close()
 
-    async def readiness(self) -> dict[str, str]:
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Ready means store and bus answer and the node is not draining.
+
+        Presence is reported but does not make the node unready: without it
+        chat works (presence and typing degrade), so a balancer must not pull
+        the node.
+        """
         checks: dict[str, str] = {}
         if self.gateway.draining:
             checks["gateway"] = "draining"
-        for name, probe in (("store", self.store.ping), ("bus", self.bus.ping)):
+        probes = (
+            ("store", self.store.ping),
+            ("bus", self.bus.ping),
+            ("presence", self.presence.ping),
+        )
+        for name, probe in probes:
             try:
                 await probe()
                 checks[name] = "ok"
@@ -121,7 +153,10 @@ class Node:
                 checks[name] = exc.message
             except Exception as exc:
                 checks[name] = f"error: {exc}"
-        return checks
+        if checks["presence"] != "ok":
+            checks["presence"] = f"degraded (chat unaffected): {checks['presence']}"
+        ready = all(checks[name] == "ok" for name in ("store", "bus")) and not self.gateway.draining
+        return ready, checks
 
 
 NODE_KEY = web.AppKey("tidings_node", Node)
@@ -135,9 +170,10 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
     auth = AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
-    handler = SessionHandler(service, auth, store, registry, metrics, settings)
+    presence = PresenceHub(open_presence(settings), bus, registry, members, metrics, settings)
+    handler = SessionHandler(service, auth, store, registry, metrics, settings, presence)
     redeliverer = Redeliverer(store, metrics, settings.redelivery_ms / 1000)
-    gateway = Gateway(handler, registry, metrics, settings, redeliverer)
+    gateway = Gateway(handler, registry, metrics, settings, redeliverer, presence)
     aggregator = ReceiptAggregator(
         store, registry, metrics, settings.receipt_summary_interval_ms / 1000
     )
@@ -148,8 +184,9 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
         settings.receipt_detail_max_members,
         aggregator,
         gateway.close_device,
+        presence,
     )
-    return Node(settings, store, bus, metrics, service, auth, gateway, fanout, aggregator)
+    return Node(settings, store, bus, metrics, service, auth, gateway, fanout, aggregator, presence)
 
 
 def create_app(node: Node) -> web.Application:
@@ -165,8 +202,7 @@ def create_app(node: Node) -> web.Application:
         return json_response(schemas.HealthOut("ok"))
 
     async def readyz(_: web.Request) -> web.Response:
-        checks = await node.readiness()
-        ok = all(v == "ok" for v in checks.values())
+        ok, checks = await node.readiness()
         return json_response(
             schemas.HealthOut("ok" if ok else "unready", checks), 200 if ok else 503
         )

@@ -34,6 +34,19 @@ class Settings:
     """Bus URL: ``memory://`` (single process) or ``redis://host:port/db`` (a cluster)."""
     bus_prefix: str = "tidings:"
     """Prefix of the bus's Redis channels: deployments sharing one Redis use different ones."""
+    presence: str = "memory://"
+    """Presence backend URL: ``memory://`` (one process) or ``redis://host:port/db``."""
+    presence_grace_ms: int = 30_000
+    """A user stays online this long after their last connection closed (no flapping on
+    reconnect); a crashed node's sessions expire after 3 refresh intervals."""
+    presence_refresh_ms: int = 10_000
+    """How often a node refreshes its sessions in the presence backend."""
+    presence_poll_ms: int = 1000
+    """How often a node looks for presence changes of the users its clients watch."""
+    typing_ttl_ms: int = 5000
+    """A ``typing start`` is shown this long unless refreshed (clients refresh every 3 s)."""
+    typing_max_group_members: int = 100
+    """Typing indicators are not relayed in groups larger than this."""
     sqlite_synchronous: str = "full"
     """SQLite ``PRAGMA synchronous`` (``full``: an ack survives power loss; ``normal``:
     survives a process crash, not an OS crash)."""

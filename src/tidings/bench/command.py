@@ -10,6 +10,19 @@ tidings, ...), so that slow drift of the machine affects both alike.
 Without ``--url`` the command starts its own servers on free loopback ports
 and stops them by PID at the end. Issue 2 asks for the figures, with date and
 machine, in docs/benchmarks.md.
+
+Which Tidings it measures:
+
+- default: one node on SQLite (target ``tidings``);
+- ``--store postgres``: one node on a fresh PostgreSQL database (target
+  ``tidings``, rows marked ``store: postgres``);
+- ``--cluster N``: N nodes on a fresh PostgreSQL database and a Redis bus of
+  their own (target ``tidings-cluster``); the clients' connections are spread
+  over the nodes round-robin, so a message sent on one node reaches most of
+  its receivers through Redis. The database is dropped and the Redis keys
+  deleted at the end;
+- ``--url URL [--pid PID]``, repeated: nodes you started yourself (two or more
+  form a ``tidings-cluster`` target).
 """
 
 from __future__ import annotations
@@ -23,8 +36,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tidings.bench.cluster import (
+    BUS_MEMORY,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    DEFAULT_REDIS_URL,
+    STORE_POSTGRES,
+    STORE_SQLITE,
+    Cluster,
+    start_cluster,
+)
 from tidings.bench.runner import Target, run_connections, run_fanout, run_throughput
 from tidings.bench.servers import Server, start_baseline, start_tidings, wait_ready
+
+TARGET_TIDINGS = "tidings"
+TARGET_CLUSTER = "tidings-cluster"
+TARGET_BASELINE = "baseline"
 
 # Scenario defaults, as issue 2 specifies them.
 FANOUT_MEMBERS = 1000
@@ -89,27 +115,87 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument(
             "--only-baseline", action="store_true", help="run against the baseline server only"
         )
-        parser.add_argument("--url", help="a running Tidings server (default: start one)")
-        parser.add_argument("--pid", type=int, help="PID of the --url server, for CPU and RSS")
+        parser.add_argument(
+            "--url",
+            action="append",
+            help="a running Tidings node (default: start one); repeat for the nodes of a cluster",
+        )
+        parser.add_argument(
+            "--pid",
+            type=int,
+            action="append",
+            help="PID of each --url node (same order), for CPU and RSS",
+        )
+        parser.add_argument(
+            "--cluster",
+            type=int,
+            default=0,
+            metavar="N",
+            help="start N nodes on a fresh PostgreSQL database and Redis, spread clients over them",
+        )
+        parser.add_argument(
+            "--store",
+            choices=(STORE_SQLITE, STORE_POSTGRES),
+            help="store of the node(s) the tool starts (default: sqlite; postgres with --cluster)",
+        )
+        parser.add_argument(
+            "--postgres-url",
+            default=DEFAULT_POSTGRES_ADMIN_URL,
+            help="PostgreSQL admin URL (a role that may CREATE and DROP DATABASE)",
+        )
+        parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of the bus")
         parser.add_argument("--baseline-url", help="a running baseline server")
         parser.add_argument("--repeat", type=int, default=1, help="runs per target, interleaved")
         parser.add_argument("--procs", type=int, default=DEFAULT_PROCS, help="load generators")
         parser.set_defaults(func=run)
 
 
-def _targets(args: argparse.Namespace, started: list[Server]) -> list[Target]:
+def _check_args(args: argparse.Namespace) -> str | None:
+    """Why the options do not fit together (None if they do)."""
+    urls: list[str] = args.url or []
+    pids: list[int] = args.pid or []
+    if pids and len(pids) != len(urls):
+        return "give one --pid per --url (or none)"
+    if args.cluster < 0:
+        return "--cluster needs a positive number of nodes"
+    if args.cluster and urls:
+        return "--cluster starts its own nodes: do not combine it with --url"
+    if args.cluster and args.store == STORE_SQLITE:
+        return "a cluster needs a shared store: --cluster runs on PostgreSQL"
+    if args.store and urls:
+        return "--store applies to nodes the tool starts, not to --url"
+    return None
+
+
+def _targets(args: argparse.Namespace, started: list[Server | Cluster]) -> list[Target]:
     targets: list[Target] = []
     if not args.only_baseline:
-        if args.url:
-            server = Server("tidings", args.url, args.pid)
-            wait_ready(server)
+        urls: list[str] = args.url or []
+        pids: list[int | None] = list(args.pid or [None] * len(urls))
+        if urls:
+            name = TARGET_CLUSTER if len(urls) > 1 else TARGET_TIDINGS
+            nodes = [Server(name, url, pid) for url, pid in zip(urls, pids, strict=True)]
+            for node in nodes:
+                wait_ready(node)
+            labels: dict[str, Any] = {"nodes": len(nodes)} if len(nodes) > 1 else {}
+            targets.append(Target(nodes[0], nodes, labels))
+        elif args.cluster or args.store == STORE_POSTGRES:
+            count = args.cluster or 1
+            # One node on PostgreSQL needs no bus; a cluster (even of one) uses Redis.
+            redis_url = args.redis_url if args.cluster else None
+            name = TARGET_CLUSTER if args.cluster else TARGET_TIDINGS
+            cluster = start_cluster(count, args.postgres_url, redis_url, name)
+            started.append(cluster)
+            labels = {"nodes": count, "store": STORE_POSTGRES, "bus": cluster.bus}
+            targets.append(Target(cluster.nodes[0], cluster.nodes, labels, cluster))
         else:
             server = start_tidings()
             started.append(server)
-        targets.append(Target(server))
+            labels = {"nodes": 1, "store": STORE_SQLITE, "bus": BUS_MEMORY}
+            targets.append(Target(server, [server], labels))
     if args.baseline or args.only_baseline:
         if args.baseline_url:
-            server = Server("baseline", args.baseline_url, None)
+            server = Server(TARGET_BASELINE, args.baseline_url, None)
             wait_ready(server)
         else:
             server = start_baseline()
@@ -135,7 +221,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    started: list[Server] = []
+    problem = _check_args(args)
+    if problem:
+        print(f"tidings bench: {problem}", file=sys.stderr)
+        return 2
+    started: list[Server | Cluster] = []
     rows: list[dict[str, Any]] = []
     failed_runs = 0
     try:
@@ -182,7 +272,9 @@ def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
     field, unit, _ = HEADLINES[scenario]
     lines = ["", f"== tidings bench {scenario} =="]
     medians: dict[str, float] = {}
-    for target in ("tidings", "baseline"):
+    # Tidings targets first (in the order they ran), the baseline last.
+    names = list(dict.fromkeys(r["target"] for r in rows if r["target"] != TARGET_BASELINE))
+    for target in [*names, TARGET_BASELINE]:
         own = [r for r in rows if r["target"] == target]
         if not own:
             continue
@@ -191,10 +283,10 @@ def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
             errors.update(r.get("errors") or {})
         if errors:
             listed = ", ".join(f"{k} x{v}" for k, v in errors.most_common(ERRORS_SHOWN))
-            lines.append(f"{target:>9}: errors: {listed}")
+            lines.append(f"{target:>15}: errors: {listed}")
         values = [r[field] for r in own if r.get(field) is not None]
         if not values:
-            lines.append(f"{target:>9}: no {field} (no run produced one)")
+            lines.append(f"{target:>15}: no {field} (no run produced one)")
             continue
         medians[target] = round(statistics.median(values), 3)
         extra = ""
@@ -213,11 +305,12 @@ def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
             rate = [r["connect_per_s"] for r in own if r.get("connect_per_s")]
             if rate:
                 extra = f", {statistics.median(rate)} connects/s"
-        lines.append(f"{target:>9}: {medians[target]} {unit} (median of {len(values)}){extra}")
-    if len(medians) == 2 and medians["baseline"]:
-        lines.append(
-            f"    ratio: tidings/baseline = {medians['tidings'] / medians['baseline']:.2f}"
-        )
+        lines.append(f"{target:>15}: {medians[target]} {unit} (median of {len(values)}){extra}")
+    if medians.get(TARGET_BASELINE):
+        for name in names:
+            if name in medians:
+                ratio = medians[name] / medians[TARGET_BASELINE]
+                lines.append(f"          ratio: {name}/baseline = {ratio:.2f}")
     return "\n".join(lines)
 
 

@@ -92,12 +92,14 @@ _TEXT = aiohttp.WSMsgType.TEXT
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClientSpec:
-    """One WebSocket client: its token (Tidings only), conversation or room, role, pair."""
+    """One WebSocket client: its token (Tidings only), conversation or room, role, pair,
+    and the node (index into :attr:`WorkerSpec.ws_urls`) it connects to."""
 
     token: str | None
     conversation: str
     role: int
     pair: int = -1
+    node: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ class WorkerSpec:
     index: int
     scenario: str
     target: str
-    ws_url: str
+    ws_urls: tuple[str, ...]
     local_addr: str | None
     clients: list[ClientSpec]
     nonce: str
@@ -216,7 +218,7 @@ class Worker:
 
     async def connect(self, session: aiohttp.ClientSession, cspec: ClientSpec) -> Client:
         ws = await session.ws_connect(
-            self.spec.ws_url,
+            self.spec.ws_urls[cspec.node],
             autoping=True,
             heartbeat=None,
             max_msg_size=MAX_FRAME_BYTES,

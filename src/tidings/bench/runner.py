@@ -21,6 +21,7 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 from urllib.parse import urlsplit
 
+from tidings.bench.cluster import Cluster, ServiceCpu, service_cpu_delta
 from tidings.bench.loadgen import (
     ROLE_IDLE,
     ROLE_RECEIVER,
@@ -57,15 +58,46 @@ FIRST_SOURCE_OCTET = 2
 
 
 class Target:
-    """A server under test and, for Tidings, the accounts and conversations set up on it."""
+    """A server under test (one node, or the nodes of a cluster) and, for Tidings, the
+    accounts and conversations set up on it.
 
-    def __init__(self, server: Server) -> None:
+    Clients are spread over the nodes round-robin by connection; accounts and
+    conversations are created through the first node (the nodes share a store).
+    `labels` are extra fields of every row (``nodes``, ``store``, ``bus``).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        nodes: list[Server] | None = None,
+        labels: dict[str, Any] | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
         self.server = server
+        self.nodes = nodes or [server]
+        self.labels = labels or {}
+        self.cluster = cluster
         self.provisioner = None if server.target == TARGET_BASELINE else Provisioner(server.url)
 
     @property
     def name(self) -> str:
         return self.server.target
+
+    @property
+    def ws_urls(self) -> tuple[str, ...]:
+        return tuple(node.ws_url for node in self.nodes)
+
+    def node_of(self, connection: int) -> int:
+        """The node of the `connection`-th client (round-robin)."""
+        return connection % len(self.nodes)
+
+    def node_cpu_seconds(self) -> list[float | None]:
+        return [cpu_seconds(node.pid) for node in self.nodes]
+
+    def rss_kib(self) -> int | None:
+        """RSS summed over the nodes (None if any is unknown)."""
+        values = [rss_kib(node.pid) for node in self.nodes]
+        return None if any(v is None for v in values) else sum(v for v in values if v)
 
 
 def _worker_count(clients: int, procs: int) -> int:
@@ -119,12 +151,19 @@ class Measurement:
         self.ready: list[tuple[Any, ...]] = []
         self.results: list[dict[str, Any]] = []
         self.cpu_s: float | None = None
+        self.node_cpu_s: list[float | None] = []
+        self.postgres_cpu_s: float | None = None
+        self.redis_cpu_s: float | None = None
         self.rss_before_kib: int | None = None
         self.rss_after_kib: int | None = None
         self.wall_s = 0.0
 
 
-def drive(specs: list[WorkerSpec], server: Server, run_s: float) -> Measurement:
+def _cpu_delta(before: list[float | None], after: list[float | None]) -> list[float | None]:
+    return [None if b is None or a is None else a - b for b, a in zip(before, after, strict=True)]
+
+
+def drive(specs: list[WorkerSpec], target: Target, run_s: float) -> Measurement:
     """Start the workers, run the three phases (ready, go, stop), measure around `go`."""
     ctx = multiprocessing.get_context("spawn")
     measured = Measurement()
@@ -141,20 +180,28 @@ def drive(specs: list[WorkerSpec], server: Server, run_s: float) -> Measurement:
             processes.append(process)
             conns.append(parent)
         measured.ready = [_recv(c, "ready", READY_TIMEOUT_S) for c in conns]
-        measured.rss_before_kib = rss_kib(server.pid)
-        cpu_before = cpu_seconds(server.pid)
+        measured.rss_before_kib = target.rss_kib()
+        services_before: ServiceCpu | None = None
+        if target.cluster is not None:
+            services_before = target.cluster.service_cpu()
+        cpu_before = target.node_cpu_seconds()
         start = time.monotonic()
         start_ns = time.time_ns() + START_DELAY_NS
         for conn in conns:
             conn.send(("go", start_ns))
         measured.results = [_recv(c, "result", run_s + RESULT_SLACK_S)[1] for c in conns]
         measured.wall_s = time.monotonic() - start
-        cpu_after = cpu_seconds(server.pid)
-        if cpu_before is not None and cpu_after is not None:
-            measured.cpu_s = cpu_after - cpu_before
+        measured.node_cpu_s = _cpu_delta(cpu_before, target.node_cpu_seconds())
+        if target.cluster is not None and services_before is not None:
+            services_after = target.cluster.service_cpu()
+            measured.postgres_cpu_s, measured.redis_cpu_s = service_cpu_delta(
+                services_before, services_after
+            )
+        if all(c is not None for c in measured.node_cpu_s):
+            measured.cpu_s = sum(c for c in measured.node_cpu_s if c is not None)
         if specs[0].scenario == "connections":
             time.sleep(RSS_SETTLE_S)
-        measured.rss_after_kib = rss_kib(server.pid)
+        measured.rss_after_kib = target.rss_kib()
         for conn in conns:
             conn.send(("stop",))
         for process in processes:
@@ -170,7 +217,22 @@ def drive(specs: list[WorkerSpec], server: Server, run_s: float) -> Measurement:
 
 
 def _base_row(scenario: str, target: Target, run: int, setup_s: float) -> dict[str, Any]:
-    return {"scenario": scenario, "target": target.name, "run": run, "setup_s": round(setup_s, 2)}
+    row = {"scenario": scenario, "target": target.name, "run": run}
+    row.update(target.labels)
+    row["setup_s"] = round(setup_s, 2)
+    return row
+
+
+def _cpu_fields(target: Target, measured: Measurement) -> dict[str, Any]:
+    """Per-node CPU (clusters) and the shared services' CPU (when the tool started them)."""
+    fields: dict[str, Any] = {}
+    if len(target.nodes) > 1:
+        fields["node_cpu_s"] = [_ms(c) for c in measured.node_cpu_s]
+    if target.cluster is not None:
+        fields["postgres_cpu_s"] = _ms(measured.postgres_cpu_s)
+        if target.cluster.redis_url:
+            fields["redis_cpu_s"] = _ms(measured.redis_cpu_s)
+    return fields
 
 
 def run_fanout(
@@ -188,7 +250,9 @@ def run_fanout(
         tokens = [None] * members
     setup_s = time.monotonic() - setup_start
     clients = [
-        ClientSpec(token, conversation, ROLE_SENDER if i == 0 else ROLE_RECEIVER)
+        ClientSpec(
+            token, conversation, ROLE_SENDER if i == 0 else ROLE_RECEIVER, node=target.node_of(i)
+        )
         for i, token in enumerate(tokens)
     ]
     workers = _worker_count(members, procs)
@@ -197,7 +261,7 @@ def run_fanout(
             index=w,
             scenario="fanout",
             target=target.name,
-            ws_url=target.server.ws_url,
+            ws_urls=target.ws_urls,
             local_addr=_local_addr(target.server.url, w),
             clients=clients[w::workers],
             nonce=nonce,
@@ -207,7 +271,7 @@ def run_fanout(
         )
         for w in range(workers)
     ]
-    measured = drive(specs, target.server, messages / rate + FANOUT_DRAIN_S)
+    measured = drive(specs, target, messages / rate + FANOUT_DRAIN_S)
     results = measured.results
     counts = [sum(r["counts"][i] for r in results) for i in range(messages)]
     last_ns = [max(r["last_ns"][i] for r in results) for i in range(messages)]
@@ -238,6 +302,7 @@ def run_fanout(
             if measured.cpu_s is not None and delivered
             else None
         ),
+        **_cpu_fields(target, measured),
     )
     return row
 
@@ -262,15 +327,15 @@ def run_throughput(
     for p, (conversation, (sender, receiver)) in enumerate(zip(conversations, ends, strict=True)):
         # Both ends of a pair in one worker: it joins ack and delivery locally.
         per_worker[p % workers] += [
-            ClientSpec(sender, conversation, ROLE_SENDER, p),
-            ClientSpec(receiver, conversation, ROLE_RECEIVER, p),
+            ClientSpec(sender, conversation, ROLE_SENDER, p, target.node_of(2 * p)),
+            ClientSpec(receiver, conversation, ROLE_RECEIVER, p, target.node_of(2 * p + 1)),
         ]
     specs = [
         WorkerSpec(
             index=w,
             scenario="throughput",
             target=target.name,
-            ws_url=target.server.ws_url,
+            ws_urls=target.ws_urls,
             local_addr=_local_addr(target.server.url, w),
             clients=per_worker[w],
             nonce=nonce,
@@ -280,7 +345,7 @@ def run_throughput(
         )
         for w in range(workers)
     ]
-    measured = drive(specs, target.server, seconds + THROUGHPUT_DRAIN_S)
+    measured = drive(specs, target, seconds + THROUGHPUT_DRAIN_S)
     results = measured.results
     latencies = array.array("d")
     for r in results:
@@ -308,6 +373,7 @@ def run_throughput(
             if measured.cpu_s is not None and completed
             else None
         ),
+        **_cpu_fields(target, measured),
     )
     return row
 
@@ -323,21 +389,23 @@ def run_connections(target: Target, count: int, users: int, procs: int, run: int
         tokens = [None] * count
     setup_s = time.monotonic() - setup_start
     room = f"idle-{nonce}"
-    clients = [ClientSpec(token, room, ROLE_IDLE) for token in tokens]
+    clients = [
+        ClientSpec(token, room, ROLE_IDLE, node=target.node_of(i)) for i, token in enumerate(tokens)
+    ]
     workers = _worker_count(count, procs)
     specs = [
         WorkerSpec(
             index=w,
             scenario="connections",
             target=target.name,
-            ws_url=target.server.ws_url,
+            ws_urls=target.ws_urls,
             local_addr=_local_addr(target.server.url, w),
             clients=clients[w::workers],
             nonce=nonce,
         )
         for w in range(workers)
     ]
-    measured = drive(specs, target.server, READY_TIMEOUT_S)
+    measured = drive(specs, target, READY_TIMEOUT_S)
     results = measured.results
     connected = sum(r["connected"] for r in results)
     span_s = (max(r["last_ns"] for r in results) - min(r["first_ns"] for r in results)) / 1e9

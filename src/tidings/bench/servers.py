@@ -102,8 +102,12 @@ def free_port() -> int:
         return port
 
 
-def start_tidings() -> Server:
-    """`python -m tidings serve` on a free port, with its own data directory."""
+def start_tidings(extra_env: dict[str, str] | None = None, target: str = "tidings") -> Server:
+    """`python -m tidings serve` on a free port, with its own data directory.
+
+    `extra_env` adds settings (``TIDINGS_STORE``, ``TIDINGS_BUS``, ... for a
+    node of a cluster) to the benchmark's own (:data:`TIDINGS_BENCH_ENV`).
+    """
     workdir = tempfile.TemporaryDirectory(prefix="tidings-bench-")
     port = free_port()
     command = [
@@ -116,7 +120,7 @@ def start_tidings() -> Server:
         "--data-dir",
         str(Path(workdir.name) / "data"),
     ]
-    return _start("tidings", command, port, workdir, TIDINGS_BENCH_ENV)
+    return _start(target, command, port, workdir, {**TIDINGS_BENCH_ENV, **(extra_env or {})})
 
 
 def start_baseline() -> Server:

@@ -47,7 +47,17 @@ class RevokedEvent(msgspec.Struct, tag="revoked", frozen=True):
     device_id: str
 
 
-BusEvent = MessageEvent | ReceiptEvent | JoinedEvent | RevokedEvent
+class TypingEvent(msgspec.Struct, tag="typing", frozen=True):
+    """A typing indicator, relayed live and never stored: a node that misses it
+    (or a client that reconnects) gets only what is live now, from presence."""
+
+    conversation_id: str
+    user_id: str
+    state: str
+    expires_ms: int
+
+
+BusEvent = MessageEvent | ReceiptEvent | JoinedEvent | RevokedEvent | TypingEvent
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusEvent)

@@ -281,6 +281,19 @@ class ReceiptSummary(msgspec.Struct, tag="receipt_summary", tag_field="type", fr
     members: int
 
 
+class TypingOut(msgspec.Struct, tag="typing", tag_field="type", frozen=True):
+    conversation_id: str
+    user_id: str
+    state: Literal["start", "stop"]
+    expires_ms: int  # a duration: shown for this long from receipt unless refreshed
+
+
+class PresenceOut(msgspec.Struct, tag="presence", tag_field="type", frozen=True):
+    user_id: str
+    status: Literal["online", "away", "offline"]
+    last_seen: int
+
+
 class Pong(msgspec.Struct, tag="pong", tag_field="type", frozen=True, omit_defaults=True):
     id: str | None = None
 

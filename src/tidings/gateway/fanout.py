@@ -20,10 +20,12 @@ from tidings.core.events import (
     MessageEvent,
     ReceiptEvent,
     RevokedEvent,
+    TypingEvent,
     decode_event,
 )
 from tidings.core.frames import Receipt, encode
 from tidings.core.membership import MemberCache
+from tidings.gateway.presence import PresenceHub
 from tidings.gateway.receipts import ReceiptAggregator
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.wsframe import text_frame
@@ -48,7 +50,9 @@ class Fanout:
         receipt_detail_max_members: int,
         aggregator: ReceiptAggregator,
         close_device: Callable[[str, str], None],
+        presence: PresenceHub,
     ) -> None:
+        self._presence = presence
         self._close_device = close_device
         self._registry = registry
         self._members = members
@@ -58,7 +62,7 @@ class Fanout:
         self._tasks: set[asyncio.Task[None]] = set()
         # Conversations whose member list is being loaded, with the events
         # that arrived meanwhile (delivered in arrival order once it is in).
-        self._loading: dict[str, list[MessageEvent | ReceiptEvent]] = {}
+        self._loading: dict[str, list[MessageEvent | ReceiptEvent | TypingEvent]] = {}
         # Events that arrived ahead of a missing seq, and the timer that stops
         # waiting for it (see _in_order).
         self._held: dict[str, dict[int, MessageEvent]] = {}
@@ -144,7 +148,7 @@ class Fanout:
         if cid in self._registry.next_seq:
             self._registry.next_seq[cid] = max(held) + 1
 
-    def _route(self, event: MessageEvent | ReceiptEvent) -> None:
+    def _route(self, event: MessageEvent | ReceiptEvent | TypingEvent) -> None:
         cid = event.conversation_id
         if isinstance(event, MessageEvent) and event.membership_changed:
             self._members.invalidate(cid)
@@ -159,9 +163,13 @@ class Fanout:
         else:
             self._dispatch(event, members)
 
-    def _dispatch(self, event: MessageEvent | ReceiptEvent, members: frozenset[str]) -> None:
+    def _dispatch(
+        self, event: MessageEvent | ReceiptEvent | TypingEvent, members: frozenset[str]
+    ) -> None:
         if isinstance(event, MessageEvent):
             self._deliver(event, members)
+        elif isinstance(event, TypingEvent):
+            self._presence.deliver_typing(event, members)
         else:
             self._receipt(event, members)
 
@@ -202,7 +210,9 @@ class Fanout:
             if conns is None:
                 continue
             for conn in tuple(conns):
-                if conn.session_id != origin and conn.write_frame(frame):
+                if conn.session_id == origin or conn.was_given(cid, seq):
+                    continue
+                if conn.write_frame(frame):
                     conn.track(cid, seq, now)
                     sent += 1
         if sent:

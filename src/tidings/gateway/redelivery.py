@@ -106,6 +106,10 @@ class Redeliverer:
                 messages = await self._store.history(state.conversation_id, held, None, budget)
                 now = time.monotonic()
                 for message in messages:
+                    # The sender's own messages were answered with acks; its
+                    # other devices catch up by redelivery or sync instead.
+                    if message.sender_id == device.user_id:
+                        continue
                     if conn.write_frame(text_frame(msg_frame(message))):
                         conn.track(message.conversation_id, message.seq, now)
                         resent += 1

@@ -23,6 +23,7 @@ from tidings.core.frames import ErrorFrame, Reconnect, encode
 from tidings.core.ids import new_id
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.connection import CloseCode, Connection, State, WriteHub
+from tidings.gateway.presence import PresenceHub
 from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.session import SessionHandler, Unauthorized
@@ -47,7 +48,9 @@ class Gateway:
         metrics: Metrics,
         settings: Settings,
         redeliverer: Redeliverer,
+        presence: PresenceHub,
     ) -> None:
+        self._presence = presence
         self._redeliverer = redeliverer
         self._handler = handler
         self._registry = registry
@@ -216,6 +219,8 @@ class Gateway:
         if conn.state is not State.CLOSED:
             conn.transition(State.CLOSED)
         await self._registry.remove(conn)
+        if conn.device is not None:
+            self._presence.closed(conn)
 
     def _on_cut(self, conn: Connection) -> None:
         self._metrics.slow_consumers.inc()

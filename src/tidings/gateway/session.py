@@ -42,16 +42,13 @@ from tidings.core.frames import (
 from tidings.core.ids import now_ms
 from tidings.core.service import ChatService, msg_frame
 from tidings.gateway.connection import Connection, State
+from tidings.gateway.presence import PresenceHub
 from tidings.gateway.registry import LocalRegistry
 from tidings.observability.metrics import Metrics
 from tidings.settings import Settings
 from tidings.store.base import Store
 
 log = logging.getLogger("tidings.gateway")
-
-# Typing indicators are the presence issue's; until then their TTL is announced
-# so clients can plan their refresh timers.
-TYPING_TTL_MS = 5000
 
 
 class Unauthorized(Exception):
@@ -69,7 +66,9 @@ class SessionHandler:
         registry: LocalRegistry,
         metrics: Metrics,
         settings: Settings,
+        presence: PresenceHub,
     ) -> None:
+        self._presence = presence
         self._service = service
         self._auth = auth
         self._store = store
@@ -84,7 +83,7 @@ class SessionHandler:
         self._limits = Limits(
             max_content_bytes=settings.max_content_bytes,
             max_frame_bytes=settings.max_frame_bytes,
-            typing_ttl_ms=TYPING_TTL_MS,
+            typing_ttl_ms=settings.typing_ttl_ms,
             max_group_members=settings.max_group_members,
             send_rate_per_s=settings.send_rate_per_s,
             send_burst=settings.send_burst,
@@ -179,6 +178,7 @@ class SessionHandler:
             id=frame.id,
         )
         self._reply(conn, "welcome", encode(welcome))
+        self._presence.opened(conn, [s.conversation_id for s in states])
 
     async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
         device = conn.device
@@ -228,9 +228,12 @@ class SessionHandler:
             self._reply(conn, "pong", encode(Pong(id=frame.id)))
         elif isinstance(frame, Hello):
             raise TidingsError(ErrorCode.BAD_FRAME, "hello was already received")
-        elif isinstance(frame, TypingIn | PresenceIn | PresenceSubscribe):
-            # Accepted and ignored until presence lands (see docs/protocol.md).
-            return
+        elif isinstance(frame, TypingIn):
+            await self._presence.typing(conn, frame.conversation_id, frame.state)
+        elif isinstance(frame, PresenceIn):
+            await self._presence.set_status(conn, frame.status)
+        elif isinstance(frame, PresenceSubscribe):
+            await self._presence.subscribe(conn, frame.user_ids)
 
     async def _sync(self, conn: Connection, frame: Sync) -> None:
         assert conn.device is not None
