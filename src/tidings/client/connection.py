@@ -105,6 +105,11 @@ MIN_HEARTBEAT_INTERVAL_S = 0.05
 MAX_HEARTBEAT_INTERVAL_S = 60.0
 # WebSocket close code for "unauthorized" (PROTOCOL.md).
 CLOSE_UNAUTHORIZED = 4001
+# A typing ``start`` is refreshed this often while the user types (PROTOCOL.md:
+# "refresh start every few seconds"), and at least this fraction of the
+# server's TTL, so that a short TTL still never lapses between refreshes.
+TYPING_REFRESH_S = 3.0
+TYPING_REFRESH_FRACTION = 0.6
 
 # What events()/next_event() yield.
 ClientEvent = (
@@ -157,6 +162,7 @@ class TidingsClient:
         self._sync_waiter: tuple[str, asyncio.Future[SyncResult]] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._typing_timers: dict[str, asyncio.Task[None]] = {}
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -233,6 +239,9 @@ class TidingsClient:
 
     async def close(self) -> None:
         """Close the connection and wait (bounded) for its tasks; idempotent."""
+        for timer in self._typing_timers.values():
+            timer.cancel()
+        self._typing_timers.clear()
         if self._protocol.state not in (State.CLOSING, State.CLOSED):
             self._protocol.close()
         if self._heartbeat is not None and self._heartbeat is not asyncio.current_task():
@@ -383,6 +392,35 @@ class TidingsClient:
         self._check_usable()
         self._protocol.typing(conversation_id, state)
         await self._flush()
+
+    async def start_typing(self, conversation_id: str) -> None:
+        """Show this user as typing until :meth:`stop_typing`: sends ``start``
+        now and again every ``TYPING_REFRESH_S`` (the server forgets a start
+        after ``limits.typing_ttl_ms``, so a crashed app stops showing)."""
+        await self.typing(conversation_id, "start")
+        if conversation_id not in self._typing_timers:
+            self._typing_timers[conversation_id] = asyncio.create_task(
+                self._refresh_typing(conversation_id), name="tidings-typing"
+            )
+
+    async def stop_typing(self, conversation_id: str) -> None:
+        """Stop the refresh timer and send ``stop``."""
+        timer = self._typing_timers.pop(conversation_id, None)
+        if timer is not None:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+        await self.typing(conversation_id, "stop")
+
+    async def _refresh_typing(self, conversation_id: str) -> None:
+        ttl_s = self.welcome.limits.typing_ttl_ms / 1000
+        interval = min(TYPING_REFRESH_S, ttl_s * TYPING_REFRESH_FRACTION)
+        while not self.closed:
+            await asyncio.sleep(interval)
+            try:
+                await self.typing(conversation_id, "start")
+            except TidingsClientError:
+                return  # the connection is gone; the server's TTL clears it
 
     async def set_presence(self, status: OwnPresence) -> None:
         """Set the user's own presence (``online`` or ``away``)."""
