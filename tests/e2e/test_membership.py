@@ -158,4 +158,13 @@ async def test_listing_cursors_unread_and_history_pages(tidings_server: RunningS
         status, body = await http.call("GET", f"/v1/conversations/{cid}/receipts", a_acc.token)
         cursors = {m["user_id"]: (m["delivered_seq"], m["read_seq"]) for m in body["members"]}
         assert cursors[b_acc.user_id] == (7, 4)
+        status, body = await http.call(
+            "GET", f"/v1/conversations/{cid}/receipts?read_seq=4", a_acc.token
+        )
+        # A wrote 1..10 into a conversation read to the end, so A has read them all.
+        assert {m["user_id"] for m in body["members"]} == {a_acc.user_id, b_acc.user_id}
+        status, body = await http.call(
+            "GET", f"/v1/conversations/{cid}/receipts?read_seq=5", a_acc.token
+        )
+        assert [m["user_id"] for m in body["members"]] == [a_acc.user_id]
         await b.close()

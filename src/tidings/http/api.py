@@ -267,4 +267,7 @@ class HttpApi:
     async def receipts(self, request: web.Request) -> web.Response:
         device = await self._device(request)
         members = await self._service.get_members(device.user_id, request.match_info["cid"])
+        read_seq = _int_param(request, "read_seq", None)
+        if read_seq is not None:  # who has read up to this message
+            members = [m for m in members if m.read_seq >= read_seq]
         return json_response(schemas.MemberListOut([schemas.member_out(m) for m in members]))

@@ -102,7 +102,7 @@ ENDPOINTS: list[Endpoint] = [
     (
         "get",
         "/v1/conversations/{cid}/receipts",
-        "Every member's delivered/read cursors",
+        "Every member's delivered/read cursors (?read_seq=N: only those who read up to N)",
         None,
         {200: schemas.MemberListOut},
         True,
