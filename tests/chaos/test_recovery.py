@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import make_settings, start_server
-from tests.e2e.test_durability import _free_port, _spawn, _tidings
+from tests.procs import free_port, run_tidings, spawn_server
 from tests.wire import Http
 from tidings.client import ResilienceConfig, ResilientClient
 from tidings.client.resilience import EpochChanged, MessageSent
@@ -52,8 +52,8 @@ async def _sent(client: ResilientClient, count: int) -> list[MessageSent]:
 
 
 async def test_clients_converge_after_the_server_is_sigkilled(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = await _spawn(tmp_path / "data", port, TIDINGS_HEARTBEAT_MS="1000")
+    port = free_port()
+    proc = await spawn_server(tmp_path / "data", port, TIDINGS_HEARTBEAT_MS="1000")
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
         http = Http(session, base)
@@ -73,7 +73,7 @@ async def test_clients_converge_after_the_server_is_sigkilled(tmp_path: Path) ->
         await asyncio.wait_for(proc.wait(), WAIT_S)
         for n in range(30):
             clients[n % 3].send(cid, f"during {n}")  # the outbox keeps them
-        proc = await _spawn(tmp_path / "data", port, TIDINGS_HEARTBEAT_MS="1000")
+        proc = await spawn_server(tmp_path / "data", port, TIDINGS_HEARTBEAT_MS="1000")
         await _until(clients, cid, 60)
         histories = [[m.client_msg_id for m in c.store.messages(cid)] for c in clients]
         assert histories[0] == histories[1] == histories[2]
@@ -143,7 +143,7 @@ async def test_restore_from_backup_tells_clients_and_they_resend(tmp_path: Path)
     for n in range(3):
         alice.send(cid, f"kept {n}")
     await _until([alice, bob], cid, 3)
-    code, err = await _tidings("backup", str(backup), "--data-dir", str(data))
+    code, err = await run_tidings("backup", str(backup), "--data-dir", str(data))
     assert code == 0, err
     for n in range(3):
         bob.send(cid, f"lost {n}")
@@ -152,7 +152,7 @@ async def test_restore_from_backup_tells_clients_and_they_resend(tmp_path: Path)
     await bob.close()
     await server.stop()
 
-    code, err = await _tidings("restore", "--from", str(backup), "--data-dir", str(data))
+    code, err = await run_tidings("restore", "--from", str(backup), "--data-dir", str(data))
     assert code == 0, err
     server = await start_server(settings)
     alice = ResilientClient(server.ws_url, a_acc.token, db_path=alice_db, config=FAST)

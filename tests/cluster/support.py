@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +23,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tests.conftest import TEST_HASH_MEMORY_KIB, TEST_HASH_TIME_COST
+from tests.procs import free_port
+from tests.procs import node_env as shared_node_env
 from tests.wire import WAIT_S, Account, Http, Raw
 
 # A node imports, migrates-checks the store and connects to Redis in about a
@@ -42,26 +42,9 @@ PROBE_TIMEOUT_S = 10.0
 DELIVERED_EVERY_S = 0.3
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def node_env(**extra: str) -> dict[str, str]:
-    """The environment of a test node: cheap password hashing, generous send limits."""
-    env = dict(os.environ)
-    env.update(
-        TIDINGS_PASSWORD_HASH_MEMORY_KIB=str(TEST_HASH_MEMORY_KIB),
-        TIDINGS_PASSWORD_HASH_TIME_COST=str(TEST_HASH_TIME_COST),
-        TIDINGS_LOG_LEVEL="warning",
-        TIDINGS_LOG_FORMAT="text",
-        TIDINGS_SEND_BURST="100000",
-        TIDINGS_SEND_RATE_PER_S="100000",
-    )
-    env.update(extra)
-    return env
+    """The environment of a cluster node: readable text logs on top of the shared one."""
+    return shared_node_env(TIDINGS_LOG_FORMAT="text", **extra)
 
 
 @dataclass

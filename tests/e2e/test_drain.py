@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import ServerFactory
-from tests.e2e.test_durability import _free_port, _spawn
+from tests.procs import free_port, spawn_server
 from tests.wire import WAIT_S, Http, Raw
 
 CLIENTS = 200
@@ -51,8 +51,8 @@ async def test_admission_control_answers_503_with_retry_after(
 
 
 async def test_sigterm_drain_spreads_reconnects_and_loses_nothing(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = await _spawn(tmp_path / "data", port, TIDINGS_DRAIN_WINDOW_MS=str(WINDOW_MS))
+    port = free_port()
+    proc = await spawn_server(tmp_path / "data", port, TIDINGS_DRAIN_WINDOW_MS=str(WINDOW_MS))
     base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/v1/ws"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         http = Http(session, base)
@@ -106,7 +106,7 @@ async def test_sigterm_drain_spreads_reconnects_and_loses_nothing(tmp_path: Path
     assert max(histogram.values()) <= 3 * CLIENTS // BUCKETS
 
     # Nothing acknowledged before the drain is lost.
-    proc = await _spawn(tmp_path / "data", port)
+    proc = await spawn_server(tmp_path / "data", port)
     try:
         async with aiohttp.ClientSession() as session:
             http = Http(session, base)

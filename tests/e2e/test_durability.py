@@ -3,72 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.conftest import TEST_HASH_MEMORY_KIB, TEST_HASH_TIME_COST, make_settings, start_server
+from tests.conftest import make_settings, start_server
+from tests.procs import free_port, run_tidings, spawn_server
 from tests.wire import WAIT_S, Http, Raw
 
 SENDERS = 10
 PER_SENDER = 200
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        TIDINGS_PASSWORD_HASH_MEMORY_KIB=str(TEST_HASH_MEMORY_KIB),
-        TIDINGS_PASSWORD_HASH_TIME_COST=str(TEST_HASH_TIME_COST),
-        TIDINGS_LOG_LEVEL="warning",
-        TIDINGS_SEND_BURST="100000",
-        TIDINGS_SEND_RATE_PER_S="100000",
-    )
-    env.update(extra)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _spawn(data_dir: Path, port: int, **env: str) -> asyncio.subprocess.Process:
-    """Start ``tidings serve`` in a subprocess and wait (bounded) until it is ready."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tidings",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        env=_env(**env),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    async with aiohttp.ClientSession() as session, asyncio.timeout(WAIT_S * 3):
-        while True:
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return proc
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-
-
 async def test_sigkill_mid_traffic_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = await _spawn(tmp_path / "data", port)
+    port = free_port()
+    proc = await spawn_server(tmp_path / "data", port)
     base, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/v1/ws"
     acked: dict[str, int] = {}
     try:
@@ -109,7 +61,7 @@ async def test_sigkill_mid_traffic_loses_no_acknowledged_message(tmp_path: Path)
             await asyncio.wait_for(proc.wait(), WAIT_S)
             assert proc.returncode == -signal.SIGKILL
 
-        proc = await _spawn(tmp_path / "data", port)
+        proc = await spawn_server(tmp_path / "data", port)
         async with aiohttp.ClientSession() as session:
             http = Http(session, base)
             reader = await http.login(accounts[1].username)
@@ -138,22 +90,6 @@ async def test_sigkill_mid_traffic_loses_no_acknowledged_message(tmp_path: Path)
             await asyncio.wait_for(proc.wait(), WAIT_S)
 
 
-async def _tidings(*args: str) -> tuple[int, str]:
-    """Run the ``tidings`` command; its exit code and standard error."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tidings",
-        *args,
-        env=_env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), WAIT_S * 3)
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
-
-
 async def _send(conn: Raw, cid: str, cmid: str) -> dict[str, Any]:
     await conn.send(
         {"type": "send", "conversation_id": cid, "client_msg_id": cmid, "content": {"text": cmid}}
@@ -175,7 +111,7 @@ async def test_backup_restore_gives_a_new_epoch_and_dedupes_resends(tmp_path: Pa
         for n in range(1, 6):
             assert (await _send(a, cid, f"m{n}"))["seq"] == n
         # T1: an online backup (the CLI, against the live database).
-        code, err = await _tidings("backup", str(backup), "--data-dir", str(data))
+        code, err = await run_tidings("backup", str(backup), "--data-dir", str(data))
         assert code == 0, err
         for n in range(6, 9):
             assert (await _send(a, cid, f"m{n}"))["seq"] == n
@@ -184,7 +120,7 @@ async def test_backup_restore_gives_a_new_epoch_and_dedupes_resends(tmp_path: Pa
 
     with sqlite3.connect(backup) as check:
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    code, err = await _tidings("restore", "--from", str(backup), "--data-dir", str(data))
+    code, err = await run_tidings("restore", "--from", str(backup), "--data-dir", str(data))
     assert code == 0, err
 
     server = await start_server(settings)
