@@ -29,9 +29,12 @@ READY_POLL_S = 0.1
 # How long a server gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 15.0
 # Limits lifted for a benchmark: the defaults (50 sends/s per user, 500
-# frames/s per connection) protect a real server from abusive clients, and a
-# benchmark deliberately is one. Everything else stays at its default.
+# frames/s per connection, 1,000 handshakes/s per node) protect a real server
+# from abusive clients and reconnect storms, and a benchmark deliberately is
+# one. Everything else stays at its default.
 TIDINGS_BENCH_ENV = {
+    "TIDINGS_HANDSHAKE_RATE_PER_S": "1000000000",
+    "TIDINGS_HANDSHAKE_BURST": "1000000000",
     "TIDINGS_SEND_RATE_PER_S": "1000000000",
     "TIDINGS_SEND_BURST": "1000000000",
     "TIDINGS_FRAME_RATE_PER_S": "1000000000",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -37,6 +38,8 @@ log = logging.getLogger("tidings.fanout")
 # conversation land within milliseconds of each other; a seq missing longer
 # than this was lost on the bus and is repaired by redelivery or sync.
 REORDER_WAIT_S = 0.2
+# Receipt cursors remembered per node to keep receipts monotonic (FM3 bound).
+MAX_RECEIPT_CURSORS = 100_000
 # Bound on events held for one conversation while waiting (FM3).
 MAX_HELD_PER_CONVERSATION = 10_000
 
@@ -66,6 +69,9 @@ class Fanout:
         # Events that arrived ahead of a missing seq, and the timer that stops
         # waiting for it (see _in_order).
         self._held: dict[str, dict[int, MessageEvent]] = {}
+        # The cursors last shown per (conversation, member), so that receipts
+        # never move back (an LRU: bounded memory).
+        self._receipts_sent: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -227,12 +233,26 @@ class Fanout:
         if len(members) > self._detail_max:
             self._aggregator.cursor_moved(event.conversation_id)
             return
+        # Cursors only move forward, but two writers (devices on two nodes)
+        # can publish their results in the opposite order to their commits:
+        # never show a receipt that moves back.
+        key = (event.conversation_id, event.user_id)
+        before = self._receipts_sent.get(key)
+        delivered, read = event.delivered_seq, event.read_seq
+        if before is not None:
+            if delivered <= before[0] and read <= before[1]:
+                return
+            delivered, read = max(delivered, before[0]), max(read, before[1])
+            self._receipts_sent.move_to_end(key)
+        self._receipts_sent[key] = (delivered, read)
+        if len(self._receipts_sent) > MAX_RECEIPT_CURSORS:
+            self._receipts_sent.popitem(last=False)
         payload = encode(
             Receipt(
                 conversation_id=event.conversation_id,
                 user_id=event.user_id,
-                delivered_seq=event.delivered_seq,
-                read_seq=event.read_seq,
+                delivered_seq=delivered,
+                read_seq=read,
             )
         )
         frame = text_frame(payload)

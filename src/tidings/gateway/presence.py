@@ -232,7 +232,10 @@ class PresenceHub:
             return
         for user_id in fresh:
             state = states[user_id]
-            self._known[user_id] = state
+            # Only a first look sets the snapshot: overwriting it would hide
+            # from earlier watchers a change they have not been told yet (the
+            # next poll tells them, and this newcomer gets it twice at worst).
+            self._known.setdefault(user_id, state)
             self._send_presence(conn, user_id, state)
 
     def _unwatch_all(self, conn: Connection) -> None:
@@ -259,7 +262,7 @@ class PresenceHub:
             if before is not None and before.status == state.status:
                 continue
             self._known[user_id] = state
-            if before is None:
-                continue  # first look: subscribe() already sent it
+            # A first look here means subscribe() could not read the state
+            # (the backend was down): the watchers have not been told yet.
             for conn in tuple(self._watchers.get(user_id, ())):
                 self._send_presence(conn, user_id, state)
