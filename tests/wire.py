@@ -126,3 +126,23 @@ class Raw:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+@dataclass
+class Pair:
+    """Two users in a direct conversation, each with an open connection."""
+
+    cid: str
+    a_acc: Account
+    b_acc: Account
+    a: Raw
+    b: Raw
+
+
+async def direct_pair(session: aiohttp.ClientSession, http_url: str, ws_url: str) -> Pair:
+    http = Http(session, http_url)
+    a_acc, b_acc = await http.account(), await http.account()
+    cid = await http.conversation(a_acc, "direct", [b_acc])
+    a, _ = await Raw.connect(session, ws_url, a_acc.token)
+    b, _ = await Raw.connect(session, ws_url, b_acc.token)
+    return Pair(cid, a_acc, b_acc, a, b)

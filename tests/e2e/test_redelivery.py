@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from tests.conftest import ServerFactory
-from tests.wire import Http, Raw
+from tests.wire import Raw, direct_pair
 
 REDELIVERY_MS = 300
 
@@ -15,11 +15,8 @@ async def test_unacknowledged_messages_are_redelivered_until_delivered(
 ) -> None:
     server = await server_factory(redelivery_ms=REDELIVERY_MS, heartbeat_ms=60_000)
     async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        a_acc, b_acc = await http.account(), await http.account()
-        cid = await http.conversation(a_acc, "direct", [b_acc])
-        a, _ = await Raw.connect(session, server.ws_url, a_acc.token)
-        b, _ = await Raw.connect(session, server.ws_url, b_acc.token)
+        pair = await direct_pair(session, server.http_url, server.ws_url)
+        cid, a, b = pair.cid, pair.a, pair.b
         for n in (1, 2):
             await a.send(
                 {
@@ -55,11 +52,8 @@ async def test_redelivery_gives_up_on_a_client_that_never_acknowledges(
 ) -> None:
     server = await server_factory(redelivery_ms=REDELIVERY_MS, heartbeat_ms=60_000)
     async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        a_acc, b_acc = await http.account(), await http.account()
-        cid = await http.conversation(a_acc, "direct", [b_acc])
-        a, _ = await Raw.connect(session, server.ws_url, a_acc.token)
-        b, _ = await Raw.connect(session, server.ws_url, b_acc.token)
+        pair = await direct_pair(session, server.http_url, server.ws_url)
+        cid, a, b = pair.cid, pair.a, pair.b
         await a.send(
             {
                 "type": "send",
