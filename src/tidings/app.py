@@ -112,9 +112,9 @@ class Node:
 
     async def _heal(self) -> None:
         try:
-            # Republish first: those events come back through the bus and
-            # are tracked per connection, so the repair (and the fan-out of
-            # late copies) skips what a connection was already given.
+            # A connection may get a message twice here (the republished
+            # event and the repair); clients deduplicate by (conversation, seq)
+            # as the protocol requires, and nothing can be missed.
             published = await self.service.republish()
             repaired = await self.gateway.repair()
             log.info(
@@ -126,6 +126,7 @@ class Node:
     async def stop(self) -> None:
         await self.gateway.stop()
         await self.presence.close()
+        await self.service.close()
         await self.aggregator.stop()
         await self.fanout.close()
         await self.bus.close()

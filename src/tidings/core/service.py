@@ -10,6 +10,8 @@ and Redis across nodes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -52,6 +54,9 @@ log = logging.getLogger("tidings.messages")
 # Events held while the bus is unreachable, at most: beyond that the oldest are
 # dropped (their messages are durable; recipients get them by sync).
 MAX_UNPUBLISHED = 10_000
+# Held events are retried this often, doubling up to the maximum, until sent.
+REPUBLISH_RETRY_S = 0.2
+REPUBLISH_RETRY_MAX_S = 5.0
 
 
 class SyncAnswer(msgspec.Struct, frozen=True):
@@ -82,6 +87,7 @@ class ChatService:
         self._bus = bus
         self._settings = settings
         self._unpublished: deque[tuple[str, bytes]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
         self._dropped_unpublished = 0
         self._send_limiter = KeyedRateLimiter(
             settings.send_rate_per_s, settings.send_burst, "messages"
@@ -137,6 +143,25 @@ class ChatService:
             self._unpublished.popleft()
             self._dropped_unpublished += 1
         self._unpublished.append((topic, payload))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_held())
+
+    async def _drain_held(self) -> None:
+        """Keep trying to publish the held events until none is left: the bus's
+        reconnect triggers ``republish`` at once, but its publishing side may
+        come back a moment later, and nothing may stay held behind that."""
+        delay = REPUBLISH_RETRY_S
+        while self._unpublished:
+            await asyncio.sleep(delay)
+            await self.republish()
+            delay = min(delay * 2, REPUBLISH_RETRY_MAX_S)
+
+    async def close(self) -> None:
+        """Stop retrying held events (they are durable; clients repair by sync)."""
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
 
     async def republish(self) -> int:
         """Publish, in order, the events held while the bus was unreachable."""

@@ -167,16 +167,6 @@ class Connection:
             entry.high = seq
             entry.sent_at = now
 
-    def was_given(self, conversation_id: str, seq: int) -> bool:
-        """Whether this (not yet acknowledged) seq was already written here, so
-        that a repair followed by the live copy of the same event is not
-        delivered twice."""
-        unacked = self.unacked
-        if unacked is None:
-            return False
-        entry = unacked.get(conversation_id)
-        return entry is not None and entry.low <= seq <= entry.high
-
     def acknowledged(self, conversation_id: str, seq: int) -> None:
         """The client holds everything up to ``seq`` (a cumulative ``delivered``)."""
         unacked = self.unacked

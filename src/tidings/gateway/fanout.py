@@ -216,9 +216,7 @@ class Fanout:
             if conns is None:
                 continue
             for conn in tuple(conns):
-                if conn.session_id == origin or conn.was_given(cid, seq):
-                    continue
-                if conn.write_frame(frame):
+                if conn.session_id != origin and conn.write_frame(frame):
                     conn.track(cid, seq, now)
                     sent += 1
         if sent:
