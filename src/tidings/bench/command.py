@@ -36,6 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tidings.bench.chaos import register_chaos
 from tidings.bench.cluster import (
     BUS_MEMORY,
     DEFAULT_POSTGRES_ADMIN_URL,
@@ -47,6 +48,7 @@ from tidings.bench.cluster import (
 )
 from tidings.bench.runner import Target, run_connections, run_fanout, run_throughput
 from tidings.bench.servers import Server, start_baseline, start_tidings, wait_ready
+from tidings.bench.storm import add_parser as add_storm_parser
 
 TARGET_TIDINGS = "tidings"
 TARGET_CLUSTER = "tidings-cluster"
@@ -148,6 +150,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--repeat", type=int, default=1, help="runs per target, interleaved")
         parser.add_argument("--procs", type=int, default=DEFAULT_PROCS, help="load generators")
         parser.set_defaults(func=run)
+
+    add_storm_parser(scenarios)
+    register_chaos(scenarios)
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
