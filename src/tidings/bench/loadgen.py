@@ -37,7 +37,7 @@ import dataclasses
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
@@ -563,22 +563,32 @@ async def _work(spec: WorkerSpec, conn: Connection) -> None:
                 task.cancel()
             keepalive.cancel()
             await asyncio.gather(keepalive, *readers, return_exceptions=True)
-            closes = [c.ws.close() for c in w.clients if not c.ws.closed]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*closes, return_exceptions=True), CLOSE_TIMEOUT_S
-                )
+            await close_sockets(c.ws for c in w.clients)
+
+
+async def close_sockets(
+    sockets: Iterable[aiohttp.ClientWebSocketResponse[Literal[False]] | None],
+) -> None:
+    """Close a worker's WebSockets together, bounded by ``CLOSE_TIMEOUT_S``."""
+    closes = [ws.close() for ws in sockets if ws is not None and not ws.closed]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), CLOSE_TIMEOUT_S)
+
+
+def run_in_process(work: Coroutine[Any, Any, None], conn: Connection, label: str) -> None:
+    """Run a worker's coroutine on uvloop; report a crash to the coordinator."""
+    try:
+        import uvloop
+
+        uvloop.run(work)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{label}: {traceback.format_exc()}"))
+        raise
+    finally:
+        conn.close()
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     """Process entry point (must be importable by name for the `spawn` start method)."""
-    try:
-        import uvloop
-
-        uvloop.run(_work(spec, conn))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            conn.send(("error", f"worker {spec.index}: {traceback.format_exc()}"))
-        raise
-    finally:
-        conn.close()
+    run_in_process(_work(spec, conn), conn, f"worker {spec.index}")

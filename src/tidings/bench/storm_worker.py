@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import random
 import time
-import traceback
 from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -38,6 +37,7 @@ import aiohttp
 import msgspec
 
 from tidings.bench.frames import Delivered, Hello, Ping, Probe, Send
+from tidings.bench.loadgen import close_sockets, run_in_process
 from tidings.client.backoff import Backoff
 
 BACKOFF_DEFAULT = "default"
@@ -75,7 +75,6 @@ POLL_S = 0.2
 # A chatter reports `delivered` at most this often (cumulative, as the SDK).
 DELIVERED_EVERY_NS = 1_000_000_000
 CONTROL_TIMEOUT_S = 900.0
-CLOSE_TIMEOUT_S = 20.0
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 # Messages one chatter sends at most in a run (the window ends it first).
 MAX_MESSAGES_PER_CHATTER = 100_000
@@ -535,22 +534,9 @@ async def _work(spec: StormWorkerSpec, conn: Connection) -> None:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            closes = [c.ws.close() for c in w.clients if c.ws is not None and not c.ws.closed]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*closes, return_exceptions=True), CLOSE_TIMEOUT_S
-                )
+            await close_sockets(c.ws for c in w.clients)
 
 
 def storm_worker_main(spec: StormWorkerSpec, conn: Connection) -> None:
     """Process entry point (importable by name for the `spawn` start method)."""
-    try:
-        import uvloop
-
-        uvloop.run(_work(spec, conn))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            conn.send(("error", f"storm worker {spec.index}: {traceback.format_exc()}"))
-        raise
-    finally:
-        conn.close()
+    run_in_process(_work(spec, conn), conn, f"storm worker {spec.index}")
