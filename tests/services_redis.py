@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -185,3 +186,20 @@ async def delete_prefixed_keys(url: str, prefix: str) -> int:
         with contextlib.suppress(Exception):
             await client.aclose()
     return removed
+
+
+def throwaway_redis_server() -> Iterator[RedisServer]:
+    """Fixture body: a throwaway redis-server a test may stop and start again.
+
+    Without the ``redis-server`` binary it skips on a laptop and fails in CI,
+    where a test that needs a service must not pass by not running.
+    """
+    if redis_server_binary() is None:
+        message = "the outage tests need the redis-server binary"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    srv = RedisServer(free_port())
+    srv.start()
+    yield srv
+    srv.cleanup()

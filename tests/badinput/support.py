@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.wire import WAIT_S, Account, Http, Raw
 
 # Every error code of PROTOCOL.md ("Error codes" and the HTTP additions).
@@ -187,3 +187,10 @@ async def expect_closed(raw: Raw, code: int, timeout: float = WAIT_S) -> None:
     frame = await raw.recv(timeout)
     assert frame["type"] == "_closed", frame
     assert frame["code"] == code, frame
+
+
+async def world_on(
+    server_factory: ServerFactory, session: aiohttp.ClientSession, **overrides: Any
+) -> World:
+    """A world on a server started with these settings."""
+    return await make_world(await server_factory(**overrides), session)

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.badinput.support import HTTP_ERROR_CODES, World, make_world, unique
-from tests.conftest import RunningServer, ServerFactory
+from tests.badinput.support import HTTP_ERROR_CODES, World, unique, world_on
+from tests.conftest import ServerFactory
 from tests.wire import WAIT_S
 
 STATUS = {
@@ -27,23 +27,6 @@ STATUS = {
     "too_large": 413,
     "rate_limited": 429,
 }
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def world(tidings_server: RunningServer, session: aiohttp.ClientSession) -> World:
-    return await make_world(tidings_server, session)
-
-
-async def world_on(
-    server_factory: ServerFactory, session: aiohttp.ClientSession, **overrides: Any
-) -> World:
-    return await make_world(await server_factory(**overrides), session)
 
 
 async def raw_call(

@@ -8,37 +8,19 @@ same connection (where it stays open) and other clients keep working.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.badinput.support import World, expect_closed, expect_error, make_world, unique
-from tests.conftest import RunningServer, ServerFactory
+from tests.badinput.support import World, expect_closed, expect_error, unique, world_on
+from tests.conftest import ServerFactory
 from tests.wire import Raw
 
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4003
 CLOSE_HELLO_TIMEOUT = 4004
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def world(tidings_server: RunningServer, session: aiohttp.ClientSession) -> World:
-    return await make_world(tidings_server, session)
-
-
-async def world_on(
-    server_factory: ServerFactory, session: aiohttp.ClientSession, **overrides: Any
-) -> World:
-    return await make_world(await server_factory(**overrides), session)
 
 
 async def rejected_on_open_connection(

@@ -8,7 +8,7 @@ Redis does not. Every wait is bounded; nothing asserts on elapsed time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -17,8 +17,8 @@ from tests.services_redis import (
     RedisServer,
     delete_prefixed_keys,
     free_port,
-    redis_server_binary,
     redis_url,
+    throwaway_redis_server,
     unique_prefix,
 )
 from tidings.bus.redis import RedisBus
@@ -45,15 +45,7 @@ def url() -> str:
     return redis_url()
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A throwaway redis-server this test may stop and start again."""
-    if redis_server_binary() is None:
-        pytest.skip("the outage tests need the redis-server binary")
-    srv = RedisServer(free_port())
-    srv.start()
-    yield srv
-    srv.cleanup()
+server = pytest.fixture(name="server")(throwaway_redis_server)
 
 
 @pytest.fixture

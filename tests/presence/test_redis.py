@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,8 +21,8 @@ from tests.services_redis import (
     RedisServer,
     delete_prefixed_keys,
     free_port,
-    redis_server_binary,
     redis_url,
+    throwaway_redis_server,
     unique_prefix,
 )
 from tidings.core.errors import ErrorCode, TidingsError
@@ -49,15 +49,7 @@ def url() -> str:
     return redis_url()
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A throwaway redis-server this test may stop and start again."""
-    if redis_server_binary() is None:
-        pytest.skip("the outage tests need the redis-server binary")
-    srv = RedisServer(free_port())
-    srv.start()
-    yield srv
-    srv.cleanup()
+server = pytest.fixture(name="server")(throwaway_redis_server)
 
 
 @pytest.fixture

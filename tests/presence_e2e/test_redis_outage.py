@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -23,7 +22,12 @@ from tests.presence_e2e.support import (
     eventually,
     wait_presence,
 )
-from tests.services_redis import RedisServer, free_port, redis_server_binary, unique_prefix
+from tests.services_redis import (
+    RedisServer,
+    free_port,
+    throwaway_redis_server,
+    unique_prefix,
+)
 from tests.wire import Http, Raw
 from tidings.faults.proxy import FaultProxy
 
@@ -39,15 +43,7 @@ PRESENCE_TIMINGS: dict[str, Any] = {
 MAX_ACK_S = 2.0
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A throwaway redis-server this test stops and starts again."""
-    if redis_server_binary() is None:
-        pytest.skip("needs the redis-server binary")
-    srv = RedisServer(free_port())
-    srv.start()
-    yield srv
-    srv.cleanup()
+redis_server = pytest.fixture(name="redis_server")(throwaway_redis_server)
 
 
 async def _readyz(http: Http) -> tuple[int, dict[str, Any]]:
