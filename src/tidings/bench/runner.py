@@ -15,10 +15,10 @@ import multiprocessing
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from tidings.bench.cluster import Cluster, ServiceCpu, service_cpu_delta
@@ -163,22 +163,43 @@ def _cpu_delta(before: list[float | None], after: list[float | None]) -> list[fl
     return [None if b is None or a is None else a - b for b, a in zip(before, after, strict=True)]
 
 
+class _Numbered(Protocol):
+    @property
+    def index(self) -> int: ...
+
+
+SpecT = TypeVar("SpecT", bound=_Numbered)
+
+
+def start_workers(
+    main: Callable[[SpecT, Connection], None],
+    specs: Sequence[SpecT],
+    label: str,
+    processes: list[SpawnProcess],
+    conns: list[Connection],
+) -> None:
+    """Spawn one worker process per spec, each with a pipe to this coordinator.
+
+    The lists are filled as processes start, so that a caller's ``finally``
+    stops whatever did start if a later one fails.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    for spec in specs:
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=main, args=(spec, child), name=f"{label}-{spec.index}")
+        process.start()
+        child.close()
+        processes.append(process)
+        conns.append(parent)
+
+
 def drive(specs: list[WorkerSpec], target: Target, run_s: float) -> Measurement:
     """Start the workers, run the three phases (ready, go, stop), measure around `go`."""
-    ctx = multiprocessing.get_context("spawn")
     measured = Measurement()
     processes: list[SpawnProcess] = []
     conns: list[Connection] = []
     try:
-        for spec in specs:
-            parent, child = ctx.Pipe()
-            process = ctx.Process(
-                target=worker_main, args=(spec, child), name=f"bench-worker-{spec.index}"
-            )
-            process.start()
-            child.close()
-            processes.append(process)
-            conns.append(parent)
+        start_workers(worker_main, specs, "bench-worker", processes, conns)
         measured.ready = [_recv(c, "ready", READY_TIMEOUT_S) for c in conns]
         measured.rss_before_kib = target.rss_kib()
         services_before: ServiceCpu | None = None

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing
 import sys
 import time
 import uuid
@@ -41,7 +40,7 @@ import aiohttp
 
 from tidings.bench.cluster import DEFAULT_POSTGRES_ADMIN_URL, DEFAULT_REDIS_URL, Cluster
 from tidings.bench.provision import Account, Provisioner
-from tidings.bench.runner import percentile
+from tidings.bench.runner import percentile, start_workers
 from tidings.bench.storm_cluster import (
     CLIENTS_PER_BALANCER,
     Balancers,
@@ -326,20 +325,11 @@ def _run_one(
         )
         for w in range(workers)
     ]
-    ctx = multiprocessing.get_context("spawn")
     processes: list[SpawnProcess] = []
     conns: list[Connection] = []
     victim = 0
     try:
-        for spec in specs:
-            parent, child = ctx.Pipe()
-            process = ctx.Process(
-                target=storm_worker_main, args=(spec, child), name=f"storm-{spec.index}"
-            )
-            process.start()
-            child.close()
-            processes.append(process)
-            conns.append(parent)
+        start_workers(storm_worker_main, specs, "storm", processes, conns)
         ready = [_recv(c, "ready", READY_TIMEOUT_S) for c in conns]
         connected = sum(int(r[1]) for r in ready)
         for conn in conns:
