@@ -70,7 +70,14 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     node = build_node(settings)
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        backlog=4096,
+        reuse_address=True,
+        reuse_port=settings.reuse_port or None,
+    )
     await site.start()
     print(f"tidings listening on http://{settings.host}:{settings.port}", file=sys.stderr)
     stop = asyncio.Event()

@@ -25,6 +25,9 @@ class Settings:
     """Interface to listen on."""
     port: int = 8080
     """TCP port for HTTP and WebSocket."""
+    reuse_port: bool = False
+    """Listen with ``SO_REUSEPORT``: several nodes on one machine share ``port`` and the
+    kernel spreads new connections over them (no balancer process in front)."""
     data_dir: str = "./data"
     """Directory for the embedded SQLite database (created if missing)."""
     store: str = ""
@@ -80,6 +83,9 @@ class Settings:
     more get 503 with Retry-After."""
     handshake_burst: int = 2000
     """Admission control: handshakes accepted at once before the rate applies."""
+    handshake_concurrency: int = 256
+    """Admission control: WebSocket sessions upgraded but not yet answered ``welcome``
+    at once per node; more get 503 with Retry-After (bounds handshake latency in a herd)."""
     drain_window_ms: int = 10_000
     """On SIGTERM clients are told to reconnect after a random delay within this window."""
     drain_timeout_ms: int = 15_000

@@ -147,13 +147,20 @@ class Cluster:
     nodes: list[NodeProc] = field(default_factory=list)
 
     async def spawn(
-        self, *, store: str | None = None, bus: str | None = None, ready: bool = True, **env: str
+        self,
+        *,
+        store: str | None = None,
+        bus: str | None = None,
+        ready: bool = True,
+        port: int | None = None,
+        **env: str,
     ) -> NodeProc:
         """Start a node (``store``/``bus`` override this cluster's URLs, e.g.
-        to go through a fault proxy) and wait until /readyz says 200."""
+        to go through a fault proxy; ``port`` defaults to a free one) and wait
+        until /readyz says 200."""
         index = len(self.nodes)
         name = f"node{index}"
-        port = free_port()
+        port = port or free_port()
         data = self.tmp / name
         data.mkdir(parents=True, exist_ok=True)
         log_path = self.tmp / f"{name}.log"
@@ -184,7 +191,7 @@ class Cluster:
 
     async def start(self, count: int, **env: str) -> list[NodeProc]:
         """Start ``count`` nodes at once (in parallel: each takes ~1 s to boot)."""
-        procs = [await self.spawn(ready=False, **env) for _ in range(count)]
+        procs = [await self.spawn(ready=False, port=None, **env) for _ in range(count)]
         await asyncio.gather(*(self.wait_ready(n) for n in procs))
         return procs
 

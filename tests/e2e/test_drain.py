@@ -50,6 +50,52 @@ async def test_admission_control_answers_503_with_retry_after(
         assert refusals == 5
 
 
+async def test_admission_caps_handshakes_waiting_for_welcome(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(handshake_concurrency=3)
+    async with aiohttp.ClientSession() as session:
+        acc = await Http(session, server.http_url).account()
+
+        async def refused() -> bool:
+            """True if the upgrade was answered 503 with a Retry-After of a second or more."""
+            try:
+                ws = await session.ws_connect(server.ws_url)
+            except aiohttp.WSServerHandshakeError as exc:
+                retry_after = exc.headers.get("Retry-After", "") if exc.headers else ""
+                return exc.status == 503 and retry_after.isdigit() and int(retry_after) >= 1
+            await ws.close()
+            return False
+
+        waiting = [await Raw.open(session, server.ws_url) for _ in range(3)]
+        assert await refused()
+        # A welcome frees a slot ...
+        await waiting[0].send({"type": "hello", "token": acc.token})
+        assert (await waiting[0].recv())["type"] == "welcome"
+        fourth = await Raw.open(session, server.ws_url)
+        assert await refused()
+        # ... and so does a socket that leaves without hello (once the server saw it go).
+        await fourth.send({"type": "hello", "token": acc.token})
+        assert (await fourth.recv())["type"] == "welcome"
+        extra = await Raw.open(session, server.ws_url)  # waiting[1], waiting[2], extra
+        assert await refused()
+        await waiting[1].close()
+        opened = None
+        async with asyncio.timeout(WAIT_S):
+            while opened is None:
+                try:
+                    opened = await Raw.open(session, server.ws_url)
+                except aiohttp.WSServerHandshakeError:
+                    await asyncio.sleep(0.05)
+        for conn in (opened, extra, fourth, waiting[0], waiting[2]):
+            await conn.close()
+        refusals = server.node.metrics.registry.get_sample_value(
+            "tidings_handshakes_refused_total", {"reason": "too many handshakes in progress"}
+        )
+        assert refusals is not None
+        assert refusals >= 3
+
+
 async def test_sigterm_drain_spreads_reconnects_and_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     proc = await spawn_server(tmp_path / "data", port, TIDINGS_DRAIN_WINDOW_MS=str(WINDOW_MS))

@@ -1,12 +1,15 @@
 """``tidings bench restart-storm``: restart one node of a cluster under N clients, measured.
 
-The scale issue's scenario: N clients connected through a load balancer to a
-cluster of ``--nodes`` nodes (PostgreSQL + Redis, admission control ON at
-``--handshake-rate`` per node), a few of them chatting in groups. Then one node
+The scale issue's scenario: N clients connected to a cluster of ``--nodes``
+nodes on one machine (PostgreSQL + Redis, admission control ON at
+``--handshake-rate`` and ``--handshake-concurrency`` per node) that share one
+port with ``SO_REUSEPORT`` (``--front reuseport``) or sit behind balancer
+processes (``--front balancer``), a few of them chatting in groups. Then one node
 is killed (``--mode kill``: kill -9, then started again on the same port) or
 drained (``--mode drain``: SIGTERM; it sends ``reconnect`` frames with
 ``after_ms`` over its drain window, closes with 1001 and exits; then it is
-started again). Its clients reconnect through the balancer, with the SDK's
+started again). Its clients reconnect (the kernel or the balancer sends them
+to a live node), with the SDK's
 default :class:`~tidings.client.backoff.Backoff` (``--backoff default``) or at
 once and every 100 ms (``--backoff none``); ``--backoff default,none`` runs
 both on the same cluster, one after the other.
@@ -57,6 +60,7 @@ from tidings.bench.storm_worker import (
     StormWorkerSpec,
     storm_worker_main,
 )
+from tidings.settings import Settings
 
 SCENARIO = "restart-storm"
 TARGET = "tidings-cluster"
@@ -70,6 +74,9 @@ DEFAULT_SECONDS = 90.0
 # of one node's clients is not simply swallowed by the bucket.
 DEFAULT_HANDSHAKE_RATE = 1000.0
 DEFAULT_HANDSHAKE_BURST = 1000
+DEFAULT_HANDSHAKE_CONCURRENCY = Settings().handshake_concurrency
+FRONT_REUSEPORT = "reuseport"
+FRONT_BALANCER = "balancer"
 # Accounts behind the idle clients (they share tokens, as `connections` does).
 DEFAULT_IDLE_USERS = 100
 DEFAULT_GROUPS = 8
@@ -113,6 +120,13 @@ def add_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--plot", help="PNG of reconnect attempts per second (matplotlib)")
     p.add_argument("--handshake-rate", type=float, default=DEFAULT_HANDSHAKE_RATE)
     p.add_argument("--handshake-burst", type=int, default=DEFAULT_HANDSHAKE_BURST)
+    p.add_argument("--handshake-concurrency", type=int, default=DEFAULT_HANDSHAKE_CONCURRENCY)
+    p.add_argument(
+        "--front",
+        choices=(FRONT_REUSEPORT, FRONT_BALANCER),
+        default=FRONT_REUSEPORT,
+        help="how clients reach the nodes: one SO_REUSEPORT port, or balancer processes",
+    )
     p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="chatting groups")
     p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE)
     p.add_argument("--chat-interval", type=float, default=DEFAULT_CHAT_INTERVAL_S)
@@ -150,19 +164,23 @@ def run(args: argparse.Namespace) -> int:
     balancers: Balancers | None = None
     try:
         setup_start = time.monotonic()
+        reuse_port = args.front == FRONT_REUSEPORT
+        admission = (args.handshake_rate, args.handshake_burst, args.handshake_concurrency)
         cluster, env = start_storm_cluster(
-            args.nodes, args.postgres_url, args.redis_url, args.handshake_rate, args.handshake_burst
+            args.nodes, args.postgres_url, args.redis_url, admission, reuse_port
         )
-        targets = [("127.0.0.1", port_of(n)) for n in cluster.nodes]
-        balancers = Balancers(max(1, math.ceil(args.clients / CLIENTS_PER_BALANCER)), targets)
+        if reuse_port:
+            ports = [port_of(cluster.nodes[0])]
+        else:
+            targets = [("127.0.0.1", port_of(n)) for n in cluster.nodes]
+            balancers = Balancers(max(1, math.ceil(args.clients / CLIENTS_PER_BALANCER)), targets)
+            ports = balancers.ports
         chatters, idle = _accounts(args, cluster)
         setup_s = time.monotonic() - setup_start
         for mode in modes:
             for backoff in backoffs:
                 try:
-                    row, fine = _run_one(
-                        args, cluster, env, balancers, chatters, idle, mode, backoff
-                    )
+                    row, fine = _run_one(args, cluster, env, ports, chatters, idle, mode, backoff)
                 except Exception as exc:
                     failed += 1
                     row, fine = _failed_row(args, mode, backoff, exc), []
@@ -298,7 +316,7 @@ def _run_one(
     args: argparse.Namespace,
     cluster: Cluster,
     env: dict[str, str],
-    balancers: Balancers,
+    ports: list[int],
     chatters: list[tuple[Account, str]],
     idle: list[Account],
     mode: str,
@@ -314,7 +332,7 @@ def _run_one(
     specs = [
         StormWorkerSpec(
             index=w,
-            ws_url=f"ws://127.0.0.1:{balancers.ports[w % len(balancers.ports)]}/v1/ws",
+            ws_url=f"ws://127.0.0.1:{ports[w % len(ports)]}/v1/ws",
             local_addr=f"127.0.0.{FIRST_SOURCE_OCTET + w}",
             clients=clients[w::workers],
             nonce=nonce,
@@ -496,6 +514,8 @@ def _row(
         "nodes": args.nodes,
         "handshake_rate_per_s": args.handshake_rate,
         "handshake_burst": args.handshake_burst,
+        "handshake_concurrency": args.handshake_concurrency,
+        "front": args.front,
         "connected": connected,
         "affected": affected,
         "back": len(back_s),

@@ -1,12 +1,14 @@
 """The restart storm's cluster: nodes with admission control on, restartable on their port,
-behind one or more :class:`~tidings.faults.balancer.Balancer` processes.
+sharing one port with ``SO_REUSEPORT`` or behind :class:`~tidings.faults.balancer.Balancer`
+processes.
 
 Why not :func:`tidings.bench.cluster.start_cluster` as is: the storm must run
 the nodes with handshake admission control at a realistic rate (the other
 scenarios lift it, :data:`~tidings.bench.servers.TIDINGS_BENCH_ENV`), and it
 must start a killed node again *on the same port*, so that the balancers,
-which know the nodes by address, send clients to it again. The database,
-Redis prefix and cleanup are :mod:`tidings.bench.cluster`'s.
+which know the nodes by address, send clients to it again (or, with
+``SO_REUSEPORT``, so that the kernel does). The database, Redis prefix and
+cleanup are :mod:`tidings.bench.cluster`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ import time
 from pathlib import Path
 
 from tidings.bench.cluster import REDIS_PREFIX, Cluster, create_database
-from tidings.bench.servers import TIDINGS_BENCH_ENV, Server, free_port, wait_ready
+from tidings.bench.servers import (
+    READY_TIMEOUT_S,
+    TIDINGS_BENCH_ENV,
+    Server,
+    free_port,
+    wait_ready,
+)
 
 # Client connections per balancer process: each costs it two sockets, and a
 # process may hold at most ~15,000 here.
@@ -37,12 +45,21 @@ STOP_TIMEOUT_S = 15.0
 EXIT_TIMEOUT_S = 40.0
 
 
-def node_env(cluster: Cluster, rate: float, burst: int) -> dict[str, str]:
+# What `tidings serve` prints once its site listens (after the store is open).
+LISTENING_LINE = b"tidings listening on "
+LISTEN_POLL_S = 0.1
+
+
+def node_env(
+    cluster: Cluster, rate: float, burst: int, concurrency: int, reuse_port: bool
+) -> dict[str, str]:
     env = {
         **TIDINGS_BENCH_ENV,
         "TIDINGS_STORE": cluster.store_url,
         "TIDINGS_HANDSHAKE_RATE_PER_S": str(rate),
         "TIDINGS_HANDSHAKE_BURST": str(burst),
+        "TIDINGS_HANDSHAKE_CONCURRENCY": str(concurrency),
+        "TIDINGS_REUSE_PORT": "1" if reuse_port else "0",
     }
     if cluster.redis_url and cluster.prefix:
         env |= {"TIDINGS_BUS": cluster.redis_url, "TIDINGS_BUS_PREFIX": cluster.prefix}
@@ -67,7 +84,11 @@ def start_node(env: dict[str, str], port: int, target: str = "tidings-cluster") 
         )
     server = Server(target, f"http://127.0.0.1:{port}", process.pid, process, workdir)
     try:
-        wait_ready(server)
+        if env.get("TIDINGS_REUSE_PORT") == "1":
+            # /healthz on a shared port may be answered by another node.
+            _wait_listening(server)
+        else:
+            wait_ready(server)
     except BaseException:
         tail = server.log_tail()
         server.stop()
@@ -77,17 +98,40 @@ def start_node(env: dict[str, str], port: int, target: str = "tidings-cluster") 
     return server
 
 
+def _wait_listening(server: Server) -> None:
+    """Until the node's log says it listens (bounded); fail early if it exits."""
+    assert server.workdir is not None
+    assert server.process is not None
+    path = Path(server.workdir.name) / "server.log"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"node exited with {server.process.returncode}")
+        with contextlib.suppress(OSError):
+            if LISTENING_LINE in path.read_bytes():
+                return
+        time.sleep(LISTEN_POLL_S)
+    raise TimeoutError(f"node not listening within {READY_TIMEOUT_S} s")
+
+
 def start_storm_cluster(
-    count: int, admin_url: str, redis_url: str, rate: float, burst: int
+    count: int,
+    admin_url: str,
+    redis_url: str,
+    admission: tuple[float, int, int],
+    reuse_port: bool,
 ) -> tuple[Cluster, dict[str, str]]:
-    """A fresh database, a Redis prefix and `count` nodes with admission control on."""
+    """A fresh database, a Redis prefix and `count` nodes with admission control on
+    (`admission`: rate per second, burst, concurrency); with `reuse_port` they all
+    listen on one port."""
     database = asyncio.run(create_database(admin_url))
     prefix = f"{REDIS_PREFIX}{secrets.token_hex(6)}:"
     cluster = Cluster([], admin_url, database, redis_url, prefix)
-    env = node_env(cluster, rate, burst)
+    env = node_env(cluster, *admission, reuse_port)
+    shared = free_port()
     try:
         for _ in range(count):  # one at a time: the first migrates the database
-            cluster.nodes.append(start_node(env, free_port()))
+            cluster.nodes.append(start_node(env, shared if reuse_port else free_port()))
     except BaseException:
         cluster.stop()
         raise

@@ -17,7 +17,7 @@ import math
 import random
 import time
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from tidings.core.frames import ErrorFrame, Reconnect, encode
 from tidings.core.ids import new_id
@@ -38,6 +38,10 @@ log = logging.getLogger("tidings.gateway")
 SWEEP_FRACTION = 4
 # Give a closing handshake this long before the socket is dropped.
 CLOSE_TIMEOUT_S = 2.0
+# Retry-After base for an upgrade refused because too many handshakes are in
+# progress (the answer adds up to as much again of jitter): a queue of
+# `handshake_concurrency` drains in well under a second on any machine.
+HANDSHAKE_QUEUE_RETRY_S = 1.0
 
 
 class Gateway:
@@ -67,6 +71,12 @@ class Gateway:
         self._admission = TokenBucket(
             settings.handshake_rate_per_s, settings.handshake_burst, time.monotonic()
         )
+        # ... and so do upgrades beyond this many sessions still waiting for
+        # their welcome: the rate caps the work per second, this caps the
+        # queue, so an admitted handshake is answered in bounded time however
+        # fast this node is (a herd on a busy machine would otherwise queue
+        # for seconds inside the event loop).
+        self._handshaking = 0
 
     @property
     def draining(self) -> bool:
@@ -134,6 +144,8 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self._draining:
             return self._refuse("draining", self._settings.drain_window_ms / 1000)
+        if self._handshaking >= self._settings.handshake_concurrency:
+            return self._refuse("too many handshakes in progress", HANDSHAKE_QUEUE_RETRY_S)
         wait_ms = self._admission.try_take(time.monotonic())
         if wait_ms:
             return self._refuse("too many handshakes", wait_ms / 1000)
@@ -157,37 +169,49 @@ class Gateway:
             now=now,
         )
         self._live[conn.session_id] = (conn, ws)
+        self._handshaking += 1
+        opening = True
         try:
-            await self._serve(conn, ws)
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    try:
+                        await self._handler.handle(conn, msg.data)
+                    except Unauthorized:
+                        await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
+                        break
+                    if opening and conn.state is State.OPEN:
+                        opening = False
+                        self._handshaking -= 1
+                elif not await self._on_control(conn, ws, msg):
+                    break
         finally:
+            if opening:
+                self._handshaking -= 1
             await self._forget(conn)
         return ws
 
-    async def _serve(self, conn: Connection, ws: web.WebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                try:
-                    await self._handler.handle(conn, msg.data)
-                except Unauthorized:
-                    await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
-                    return
-            elif msg.type is WSMsgType.PING:
-                conn.last_recv = time.monotonic()
-                await ws.pong(msg.data)
-            elif msg.type is WSMsgType.PONG:
-                conn.last_recv = time.monotonic()
-            elif msg.type is WSMsgType.BINARY:
-                try:
-                    self._handler.handle_binary(conn)
-                except Unauthorized:
-                    await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
-                    return
-            elif msg.type is WSMsgType.ERROR:
-                log.info(
-                    "websocket error",
-                    extra={"session_id": conn.session_id, "error": str(ws.exception())},
-                )
-                return
+    async def _on_control(
+        self, conn: Connection, ws: web.WebSocketResponse, msg: WSMessage
+    ) -> bool:
+        """A frame other than text; False ends the session."""
+        if msg.type is WSMsgType.PING:
+            conn.last_recv = time.monotonic()
+            await ws.pong(msg.data)
+        elif msg.type is WSMsgType.PONG:
+            conn.last_recv = time.monotonic()
+        elif msg.type is WSMsgType.BINARY:
+            try:
+                self._handler.handle_binary(conn)
+            except Unauthorized:
+                await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
+                return False
+        elif msg.type is WSMsgType.ERROR:
+            log.info(
+                "websocket error",
+                extra={"session_id": conn.session_id, "error": str(ws.exception())},
+            )
+            return False
+        return True
 
     async def repair(self) -> int:
         """After a bus gap, push every live connection what it missed."""

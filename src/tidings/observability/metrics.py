@@ -74,7 +74,7 @@ class Metrics:
         )
         self.handshakes_refused = Counter(
             "tidings_handshakes_refused_total",
-            "WebSocket upgrades answered 503 (draining, or over the admission rate)",
+            "WebSocket upgrades answered 503 (draining, over the admission rate or concurrency)",
             ["reason"],
             registry=r,
         )
