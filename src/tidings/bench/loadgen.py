@@ -39,7 +39,7 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import msgspec
@@ -566,9 +566,16 @@ async def _work(spec: WorkerSpec, conn: Connection) -> None:
             await close_sockets(c.ws for c in w.clients)
 
 
-async def close_sockets(
-    sockets: Iterable[aiohttp.ClientWebSocketResponse[Literal[False]] | None],
-) -> None:
+class Closable(Protocol):
+    """A client WebSocket of either kind the generators use (aiohttp's, or the lean one)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def close(self) -> Any: ...
+
+
+async def close_sockets(sockets: Iterable[Closable | None]) -> None:
     """Close a worker's WebSockets together, bounded by ``CLOSE_TIMEOUT_S``."""
     closes = [ws.close() for ws in sockets if ws is not None and not ws.closed]
     with contextlib.suppress(TimeoutError):

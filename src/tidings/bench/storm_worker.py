@@ -1,10 +1,11 @@
 """One restart-storm load-generator process: many reconnecting WebSocket clients.
 
 Each client behaves like the SDK's resilient client, reduced to what the storm
-measures (raw aiohttp + msgspec, as the other scenarios, so that the generator
-costs the shared two cores as little as possible):
+measures (msgspec frames over a minimal WebSocket client, so that the generator costs
+the shared two cores as little as possible):
 
-- connect through the balancer, ``hello`` -> ``welcome``, then ``sync`` (with
+- connect (:mod:`tidings.bench.wsclient`, a lean client: the generator shares
+  the cores with the servers), ``hello`` -> ``welcome``, then ``sync`` (with
   its cursor for the one group a chatter is in) until ``sync_done`` with
   ``more: false``: only then is it *back*;
 - after a drop, wait one :class:`~tidings.client.backoff.Backoff` interval (the
@@ -31,13 +32,13 @@ import random
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any
 
-import aiohttp
 import msgspec
 
 from tidings.bench.frames import Delivered, Hello, Ping, Probe, Send
 from tidings.bench.loadgen import close_sockets, run_in_process
+from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, connect
 from tidings.client.backoff import Backoff
 
 BACKOFF_DEFAULT = "default"
@@ -75,12 +76,11 @@ POLL_S = 0.2
 # A chatter reports `delivered` at most this often (cumulative, as the SDK).
 DELIVERED_EVERY_NS = 1_000_000_000
 CONTROL_TIMEOUT_S = 900.0
-MAX_FRAME_BYTES = 4 * 1024 * 1024
 # Messages one chatter sends at most in a run (the window ends it first).
 MAX_MESSAGES_PER_CHATTER = 100_000
 
-_TEXT = aiohttp.WSMsgType.TEXT
-WS = aiohttp.ClientWebSocketResponse[Literal[False]]
+# What a failed connect, send or read raises.
+NETWORK_ERRORS = (OSError, TimeoutError, ValueError)
 
 
 class StormFrame(msgspec.Struct, frozen=True):
@@ -137,7 +137,7 @@ class SClient:
 
     def __init__(self, spec: StormClientSpec) -> None:
         self.spec = spec
-        self.ws: WS | None = None
+        self.ws: LeanWebSocket | None = None
         self.ready = False  # connected and synced
         self.held: set[int] = set()
         self.contiguous = 0  # every seq up to here is held
@@ -166,7 +166,7 @@ class SClient:
         if ws is None or ws.closed:
             raise ConnectionResetError("not connected")
         self.last_tx_ns = time.time_ns()
-        await ws.send_frame(_encode(frame), _TEXT)
+        ws.send_text(_encode(frame))
 
 
 class StormWorker:
@@ -188,35 +188,27 @@ class StormWorker:
         self.reconnect_frames = 0
         self.sent = 0
         self.rng = random.Random(spec.seed)
-        self.session: aiohttp.ClientSession | None = None
 
     # -- connections ----------------------------------------------------------------
 
     async def open_ws(self, c: SClient) -> None:
         """Connect and authenticate (hello -> welcome); raises Refused503 on a 503."""
-        assert self.session is not None
         try:
-            ws = await self.session.ws_connect(
-                self.spec.ws_url,
-                autoping=True,
-                heartbeat=None,
-                max_msg_size=MAX_FRAME_BYTES,
-                decode_text=False,
-            )
-        except aiohttp.WSServerHandshakeError as exc:
+            ws = await connect(self.spec.ws_url, self.spec.local_addr)
+        except HandshakeRefused as exc:
             if exc.status == 503:
-                header = exc.headers.get("Retry-After") if exc.headers else None
-                retry = float(header) if header and header.strip().isdigit() else 1.0
+                header = exc.retry_after
+                retry = float(header) if header and header.isdigit() else 1.0
                 raise Refused503(retry) from None
-            raise
+            raise ConnectionRefusedError(str(exc)) from None
         try:
             c.ws = ws
             await c.send(Hello(c.spec.token))
             for _ in range(HANDSHAKE_MAX_FRAMES):
-                message = await ws.receive()
-                if message.type is not _TEXT:
-                    raise ConnectionResetError(f"closed before welcome: {message.type!r}")
-                frame = _decode(message.data)
+                data = await ws.receive()
+                if data is None:
+                    raise ConnectionResetError("closed before welcome")
+                frame = _decode(data)
                 if frame.type == "welcome":
                     return
                 if frame.type == "error":
@@ -238,7 +230,7 @@ class StormWorker:
                 except Refused503 as exc:
                     self.initial_503 += 1
                     await asyncio.sleep(exc.retry_after_s * self.rng.uniform(0.5, 1.5))
-                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                except NETWORK_ERRORS as exc:
                     self.errors[f"initial:{type(exc).__name__}"] += 1
                     await asyncio.sleep(self.rng.uniform(0.5, 1.5))
             self.initial_failed += 1
@@ -276,7 +268,7 @@ class StormWorker:
                 floor = exc.retry_after_s
                 delay = max(backoff.next_delay(), floor) if default else NONE_RETRY_S
                 continue
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            except NETWORK_ERRORS as exc:
                 if armed:
                     self.failures[self.bucket()] += 1
                     self.errors[f"reconnect:{type(exc).__name__}"] += 1
@@ -298,7 +290,7 @@ class StormWorker:
             try:
                 await self.start_sync(c)
                 await self.read_loop(c)
-            except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            except (OSError, RuntimeError) as exc:
                 self.errors[f"session:{type(exc).__name__}"] += 1
             ws, c.ws, c.ready = c.ws, None, False
             if ws is not None:
@@ -323,21 +315,14 @@ class StormWorker:
             if not c.ready:
                 timeout = max(0.1, SYNC_TIMEOUT_S - (time.monotonic() - sync_started))
             try:
-                message = await asyncio.wait_for(ws.receive(), timeout)
+                data = await asyncio.wait_for(ws.receive(), timeout)
             except TimeoutError:
                 self.errors["sync:timeout"] += 1
                 return
-            if message.type is not _TEXT:
-                if message.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.CLOSING,
-                    aiohttp.WSMsgType.ERROR,
-                ):
-                    return
-                continue
+            if data is None:
+                return
             try:
-                frame = _decode(message.data)
+                frame = _decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 self.errors["undecodable"] += 1
                 continue
@@ -397,14 +382,14 @@ class StormWorker:
             for cmid, (send, sent_ns) in list(c.pending.items()):
                 if c.ready and now - sent_ns > RESEND_AFTER_NS:
                     c.pending[cmid] = (send, now)
-                    with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+                    with contextlib.suppress(OSError, RuntimeError):
                         await c.send(send)
             cmid = f"{self.spec.nonce}-{c.spec.index}-{i}"
             send = Send(conv, cmid, Probe("storm", i, now))
             c.pending[cmid] = (send, now)
             self.sent += 1
             if c.ready:
-                with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+                with contextlib.suppress(OSError, RuntimeError):
                     await c.send(send)
 
     async def finish(self) -> None:
@@ -419,7 +404,7 @@ class StormWorker:
                 for cmid, (send, sent_ns) in list(c.pending.items()):
                     if c.ready and now - sent_ns > RESEND_AFTER_NS:
                         c.pending[cmid] = (send, now)
-                        with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+                        with contextlib.suppress(OSError, RuntimeError):
                             await c.send(send)
             await asyncio.sleep(POLL_S)
         for c in chatters:
@@ -428,7 +413,7 @@ class StormWorker:
                 c.ready = False
                 try:
                     await self.start_sync(c)
-                except (aiohttp.ClientError, OSError, RuntimeError):
+                except (OSError, RuntimeError):
                     c.final_pending = False
         deadline = time.monotonic() + FINAL_SYNC_TIMEOUT_S
         # A condition over many clients, polled (bounded by the deadline).
@@ -443,7 +428,7 @@ class StormWorker:
             now = time.time_ns()
             for c in self.clients:
                 if c.ready and now - c.last_tx_ns > KEEPALIVE_IDLE_NS:
-                    with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+                    with contextlib.suppress(OSError, RuntimeError):
                         await c.send(Ping("k"))
 
     def status(self) -> tuple[int, int]:
@@ -500,41 +485,34 @@ class StormWorker:
 
 async def _work(spec: StormWorkerSpec, conn: Connection) -> None:
     w = StormWorker(spec, conn)
-    local = (spec.local_addr, 0) if spec.local_addr else None
-    connector = aiohttp.TCPConnector(limit=0, local_addr=local, force_close=True)
-    timeout = aiohttp.ClientTimeout(total=None, connect=HANDSHAKE_TIMEOUT_S)
     tasks: list[asyncio.Task[None]] = []
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        w.session = session
-        try:
-            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-            await asyncio.gather(*(w.initial_connect(c, gate) for c in w.clients))
-            connected = [c for c in w.clients if c.ws is not None]
-            tasks = [asyncio.create_task(w.life(c)) for c in connected]
-            tasks.append(asyncio.create_task(w.keepalive()))
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            # Polled over every client (bounded by the deadline).
-            while time.monotonic() < deadline and not all(c.ready for c in connected):  # noqa: ASYNC110
-                await asyncio.sleep(POLL_S)
-            conn.send(
-                ("ready", sum(1 for c in connected if c.ready), len(w.clients) - len(connected))
-            )
-            command = await w.recv_control()
-            if command[0] != "go":
-                return
-            w.armed = True
-            tasks += [asyncio.create_task(w.chat(c)) for c in connected if c.spec.conversation]
-            tasks.append(asyncio.create_task(w.report_status()))
-            command = await w.recv_control()
-            if command[0] != "finish":
-                return
-            await w.finish()
-            conn.send(("result", w.result()))
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await close_sockets(c.ws for c in w.clients)
+    try:
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        await asyncio.gather(*(w.initial_connect(c, gate) for c in w.clients))
+        connected = [c for c in w.clients if c.ws is not None]
+        tasks = [asyncio.create_task(w.life(c)) for c in connected]
+        tasks.append(asyncio.create_task(w.keepalive()))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        # Polled over every client (bounded by the deadline).
+        while time.monotonic() < deadline and not all(c.ready for c in connected):  # noqa: ASYNC110
+            await asyncio.sleep(POLL_S)
+        conn.send(("ready", sum(1 for c in connected if c.ready), len(w.clients) - len(connected)))
+        command = await w.recv_control()
+        if command[0] != "go":
+            return
+        w.armed = True
+        tasks += [asyncio.create_task(w.chat(c)) for c in connected if c.spec.conversation]
+        tasks.append(asyncio.create_task(w.report_status()))
+        command = await w.recv_control()
+        if command[0] != "finish":
+            return
+        await w.finish()
+        conn.send(("result", w.result()))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await close_sockets(c.ws for c in w.clients)
 
 
 def storm_worker_main(spec: StormWorkerSpec, conn: Connection) -> None:

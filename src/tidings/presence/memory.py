@@ -54,13 +54,25 @@ class _User:
     away: bool = False
     last_seen: int = 0
     forget_at: int = 0  # when the whole entry may go (last write + LAST_SEEN_TTL)
+    # No session expires before this (a lower bound: renewals only move
+    # expiries later), so prune scans the sessions only when one may have
+    # expired, not on every call: an account shared by many connections
+    # (a bot, a load test) would otherwise cost O(sessions) per connect.
+    next_expiry: int = 0
 
     def prune(self, now: int) -> int:
         """Drop dead sessions; how many are alive."""
+        if now < self.next_expiry:
+            return len(self.sessions)
         dead = [sid for sid, expires in self.sessions.items() if expires <= now]
         for sid in dead:
             del self.sessions[sid]
+        self.next_expiry = min(self.sessions.values(), default=now + _LAST_SEEN_TTL_MS)
         return len(self.sessions)
+
+    def expire_at(self, session_id: str, when: int) -> None:
+        self.sessions[session_id] = when
+        self.next_expiry = min(self.next_expiry, when)
 
 
 class MemoryPresence:
@@ -108,7 +120,7 @@ class MemoryPresence:
         user = self._touch(user_id, now)
         if user.prune(now) == 0:
             user.away = False  # they were offline: their old choice is over
-        user.sessions[session_id] = now + ttl
+        user.expire_at(session_id, now + ttl)
         user.last_seen = max(user.last_seen, now)
 
     async def sessions_alive(self, items: Iterable[tuple[str, str]], ttl_s: float) -> None:
@@ -126,7 +138,7 @@ class MemoryPresence:
         # (its node stalled past the TTL) must not come back to life.
         if session_id in user.sessions:
             if grace > 0:
-                user.sessions[session_id] = now + grace
+                user.expire_at(session_id, now + grace)
             else:
                 del user.sessions[session_id]
         user.last_seen = max(user.last_seen, now)
