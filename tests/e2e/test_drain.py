@@ -94,6 +94,8 @@ async def test_admission_caps_handshakes_waiting_for_welcome(
         )
         assert refusals is not None
         assert refusals >= 3
+        welcomed = server.node.metrics.registry.get_sample_value("tidings_handshake_seconds_count")
+        assert welcomed == 2  # waiting[0] and fourth; the others never said hello
 
 
 async def test_sigterm_drain_spreads_reconnects_and_loses_nothing(tmp_path: Path) -> None:

@@ -149,6 +149,7 @@ class Gateway:
         wait_ms = self._admission.try_take(time.monotonic())
         if wait_ms:
             return self._refuse("too many handshakes", wait_ms / 1000)
+        admitted = time.monotonic()
         ws = web.WebSocketResponse(
             max_msg_size=self._settings.max_frame_bytes,
             autoping=False,
@@ -182,6 +183,7 @@ class Gateway:
                     if opening and conn.state is State.OPEN:
                         opening = False
                         self._handshaking -= 1
+                        self._metrics.handshake_latency.observe(time.monotonic() - admitted)
                 elif not await self._on_control(conn, ws, msg):
                     break
         finally:

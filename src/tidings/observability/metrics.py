@@ -51,6 +51,12 @@ class Metrics:
             buckets=ACK_BUCKETS,
             registry=r,
         )
+        self.handshake_latency = Histogram(
+            "tidings_handshake_seconds",
+            "Time from an admitted WebSocket upgrade to its welcome (hello, token, conversations)",
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter(
             "tidings_errors_total", "Errors returned to clients, by code", ["code"], registry=r
         )
