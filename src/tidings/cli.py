@@ -63,6 +63,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from tidings.app import build_node, create_app
+    from tidings.http.acceptor import BatchAcceptor, listening_socket
     from tidings.observability.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
@@ -70,15 +71,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     node = build_node(settings)
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.host,
-        settings.port,
-        backlog=4096,
-        reuse_address=True,
-        reuse_port=settings.reuse_port or None,
+    assert runner.server is not None
+    acceptor = BatchAcceptor(
+        listening_socket(settings.host, settings.port, settings.reuse_port), runner.server
     )
-    await site.start()
+    acceptor.start()
     print(f"tidings listening on http://{settings.host}:{settings.port}", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,8 +85,10 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await stop.wait()
         log_stop = logging.getLogger("tidings.app")
         log_stop.info("draining", extra={"window_ms": settings.drain_window_ms})
+        # Still accepting while draining: new upgrades get a quick 503.
         await node.gateway.drain()
     finally:
+        await acceptor.close()
         await runner.cleanup()
     return 0
 
