@@ -65,6 +65,11 @@ class BatchAcceptor:
         self._pending: set[asyncio.Task[object]] = set()
         self._reading = False
 
+    @property
+    def port(self) -> int:
+        port: int = self._sock.getsockname()[1]
+        return port
+
     def start(self) -> None:
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
         self._reading = True
