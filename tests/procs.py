@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import TEST_HASH_MEMORY_KIB, TEST_HASH_TIME_COST
+from tests.conftest import TEST_HANDSHAKE_CONCURRENCY, TEST_HASH_MEMORY_KIB, TEST_HASH_TIME_COST
 from tests.wire import WAIT_S
 
 
@@ -23,6 +23,7 @@ def node_env(**extra: str) -> dict[str, str]:
         TIDINGS_LOG_LEVEL="warning",
         TIDINGS_SEND_BURST="100000",
         TIDINGS_SEND_RATE_PER_S="100000",
+        TIDINGS_HANDSHAKE_CONCURRENCY=str(TEST_HANDSHAKE_CONCURRENCY),
     )
     env.update(extra)
     return env

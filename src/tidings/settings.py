@@ -83,7 +83,7 @@ class Settings:
     more get 503 with Retry-After."""
     handshake_burst: int = 2000
     """Admission control: handshakes accepted at once before the rate applies."""
-    handshake_concurrency: int = 256
+    handshake_concurrency: int = 64
     """Admission control: WebSocket sessions upgraded but not yet answered ``welcome``
     at once per node; more get 503 with Retry-After (bounds handshake latency in a herd)."""
     drain_window_ms: int = 10_000
