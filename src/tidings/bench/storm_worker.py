@@ -493,14 +493,29 @@ async def _work(spec: StormWorkerSpec, conn: Connection) -> None:
     tasks: list[asyncio.Task[None]] = []
     try:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-        await asyncio.gather(*(w.initial_connect(c, gate) for c in w.clients))
-        connected = [c for c in w.clients if c.ws is not None]
-        tasks = [asyncio.create_task(w.life(c)) for c in connected]
+        settled = 0
+
+        async def connect_and_live(c: SClient) -> None:
+            # Each client syncs and keeps its link alive as soon as it is
+            # connected: setting up 50,000 takes minutes, longer than the
+            # server lets a silent connection live (2 heartbeats).
+            nonlocal settled
+            try:
+                await w.initial_connect(c, gate)
+            finally:
+                settled += 1
+            if c.ws is not None:
+                await w.life(c)
+
+        tasks = [asyncio.create_task(connect_and_live(c)) for c in w.clients]
         tasks.append(asyncio.create_task(w.keepalive()))
         deadline = time.monotonic() + READY_TIMEOUT_S
         # Polled over every client (bounded by the deadline).
-        while time.monotonic() < deadline and not all(c.ready for c in connected):  # noqa: ASYNC110
+        while time.monotonic() < deadline and (  # noqa: ASYNC110
+            settled < len(w.clients) or not all(c.ready for c in w.clients if c.ws is not None)
+        ):
             await asyncio.sleep(POLL_S)
+        connected = [c for c in w.clients if c.ws is not None]
         conn.send(("ready", sum(1 for c in connected if c.ready), len(w.clients) - len(connected)))
         command = await w.recv_control()
         if command[0] != "go":
