@@ -28,7 +28,7 @@ async def test_hello_welcome_ping_and_close_with_tidings(server_factory: ServerF
     server = await server_factory()
     async with aiohttp.ClientSession() as session:
         account = await Http(session, server.http_url).account()
-    ws = await connect(server.ws_url, "127.0.0.1")
+    ws = await connect(server.ws_url, "127.0.3.7")  # a source address of its own
     ws.send_text(msgspec.json.encode({"type": "hello", "token": account.token}))
     welcome = await receive_json(ws)
     assert welcome["type"] == "welcome"

@@ -85,7 +85,10 @@ DEFAULT_CHAT_INTERVAL_S = 1.0
 DEFAULT_PROCS = 2
 # Sockets per worker process (under the 20,000 open files a process may have).
 MAX_CLIENTS_PER_WORKER = 12_000
-FIRST_SOURCE_OCTET = 2
+# Source addresses per worker (127.0.<worker + 1>.<1..n>): few sockets per
+# address keep the kernel's search for a free port short, also when a killed
+# node's connections linger in TIME_WAIT.
+SOURCES_PER_WORKER = 16
 # Chat (and count drops) this long before the event.
 WARMUP_S = 3.0
 # Keep observing at least this long after the event, even if all are back.
@@ -333,7 +336,7 @@ def _run_one(
         StormWorkerSpec(
             index=w,
             ws_url=f"ws://127.0.0.1:{ports[w % len(ports)]}/v1/ws",
-            local_addr=f"127.0.0.{FIRST_SOURCE_OCTET + w}",
+            local_addrs=tuple(f"127.0.{w + 1}.{k + 1}" for k in range(SOURCES_PER_WORKER)),
             clients=clients[w::workers],
             nonce=nonce,
             backoff=backoff,

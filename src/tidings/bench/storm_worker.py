@@ -117,7 +117,7 @@ class StormClientSpec:
 class StormWorkerSpec:
     index: int
     ws_url: str
-    local_addr: str | None
+    local_addrs: tuple[str, ...]  # source addresses, spread over the clients
     clients: list[StormClientSpec]
     nonce: str
     backoff: str
@@ -196,7 +196,9 @@ class StormWorker:
     async def open_ws(self, c: SClient) -> None:
         """Connect and authenticate (hello -> welcome); raises Refused503 on a 503."""
         try:
-            ws = await connect(self.spec.ws_url, self.spec.local_addr)
+            sources = self.spec.local_addrs
+            source = sources[c.spec.index % len(sources)] if sources else None
+            ws = await connect(self.spec.ws_url, source)
         except HandshakeRefused as exc:
             if exc.status == 503:
                 header = exc.retry_after
