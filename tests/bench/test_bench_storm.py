@@ -50,6 +50,7 @@ async def test_restart_storm_kill_smoke(postgres_service: PostgresService) -> No
     assert row["back_100_s"] is not None
     assert row["back"] == row["affected"]
     assert row["acked"] > 0
+    assert row["final_sync_missing"] == 0  # every member synced at the end: lost is checked for all
     assert row["lost"] == 0
     assert isinstance(row["timeline"], list)
     assert row["timeline"]

@@ -488,21 +488,25 @@ def _row(
         for bucket, n in attempts.items()
         if bucket + 1 > event_bucket
     )
-    # Messages lost: acked but not in the history, or not held by a member after the final sync.
-    acked: dict[str, dict[str, int]] = {}
+    # Messages lost: acked but not in the history, or not held by a member
+    # after its final sync (those acked before that sync was sent; a member
+    # not back by the end is counted in final_sync_missing instead).
+    acked: dict[str, dict[str, tuple[int, int]]] = {}
     for r in results:
-        for conv, cmid, seq in r["acked"]:
-            acked.setdefault(conv, {})[cmid] = seq
+        for conv, cmid, seq, at in r["acked"]:
+            acked.setdefault(conv, {})[cmid] = (seq, at)
     token_of = {conv: a.token for a, conv in reversed(chatters)}
     base = cluster.nodes[-1].url
     lost_history = 0
     for conv, sent in acked.items():
         history = asyncio.run(_history(base, conv, token_of[conv]))
-        lost_history += sum(1 for cmid, seq in sent.items() if history.get(cmid) != seq)
+        lost_history += sum(1 for cmid, (seq, _) in sent.items() if history.get(cmid) != seq)
     missing_deliveries = 0
     for r in results:
-        for _index, conv, held in r["held"]:
-            wanted = set(acked.get(conv, {}).values())
+        for _index, conv, synced_ns, held in r["held"]:
+            if synced_ns is None:
+                continue
+            wanted = {seq for seq, at in acked.get(conv, {}).values() if at < synced_ns}
             missing_deliveries += len(wanted - set(held))
     errors: Counter[str] = Counter()
     for r in results:

@@ -144,7 +144,7 @@ class SClient:
         self.held: set[int] = set()
         self.contiguous = 0  # every seq up to here is held
         self.pending: dict[str, tuple[Send, int]] = {}  # cmid -> (frame, last sent ns)
-        self.acked: dict[str, int] = {}  # cmid -> seq
+        self.acked: dict[str, tuple[int, int]] = {}  # cmid -> (seq, time of the ack, ns)
         self.affected = False
         self.back_ns: int | None = None
         self.reconnect_at_ns: int | None = None
@@ -152,6 +152,9 @@ class SClient:
         self.last_report_ns = 0
         self.syncs = 0
         self.final_pending = False
+        # When this chatter's final sync was sent, once it has been answered.
+        self.final_synced_ns: int | None = None
+        self.final_sent_ns = 0
 
     def hold(self, seq: int) -> None:
         if seq > self.contiguous:
@@ -347,7 +350,7 @@ class StormWorker:
             cmid = frame.client_msg_id
             if cmid is not None and cmid in c.pending:
                 del c.pending[cmid]
-                c.acked[cmid] = frame.seq
+                c.acked[cmid] = (frame.seq, now)
                 c.hold(frame.seq)
         elif kind == "sync_done":
             if frame.more:
@@ -356,6 +359,7 @@ class StormWorker:
             c.ready = True
             if c.final_pending:
                 c.final_pending = False
+                c.final_synced_ns = c.final_sent_ns
             if c.affected and c.back_ns is None:
                 c.back_ns = now
             await self.report(c, now)
@@ -417,6 +421,7 @@ class StormWorker:
         for c in chatters:
             if c.ready:
                 c.final_pending = True
+                c.final_sent_ns = time.time_ns()
                 c.ready = False
                 try:
                     await self.start_sync(c)
@@ -475,14 +480,17 @@ class StormWorker:
             "initial_failed": self.initial_failed,
             "sent": self.sent,
             "pending_left": sum(len(c.pending) for c in chatters),
-            "final_sync_missing": sum(1 for c in chatters if c.final_pending or c.ws is None),
+            "final_sync_missing": sum(1 for c in chatters if c.final_synced_ns is None),
             "acked": [
-                (c.spec.conversation, cmid, seq) for c in chatters for cmid, seq in c.acked.items()
+                (c.spec.conversation, cmid, seq, at)
+                for c in chatters
+                for cmid, (seq, at) in c.acked.items()
             ],
             "held": [
                 (
                     c.spec.index,
                     c.spec.conversation,
+                    c.final_synced_ns,
                     sorted(c.held | set(range(1, c.contiguous + 1))),
                 )
                 for c in chatters
