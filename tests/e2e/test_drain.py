@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import ServerFactory
 from tests.procs import free_port, spawn_server
@@ -96,6 +97,34 @@ async def test_admission_caps_handshakes_waiting_for_welcome(
         assert refusals >= 3
         welcomed = server.node.metrics.registry.get_sample_value("tidings_handshake_seconds_count")
         assert welcomed == 2  # waiting[0] and fourth; the others never said hello
+
+
+async def test_a_full_node_refuses_upgrades_until_a_session_leaves(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(max_connections=2)
+    async with aiohttp.ClientSession() as session:
+        acc = await Http(session, server.http_url).account()
+        first, _ = await Raw.connect(session, server.ws_url, acc.token)
+        second = await Raw.open(session, server.ws_url)  # counts before its hello too
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(server.ws_url)
+        assert refused.value.status == 503
+        await first.close()
+        third = None
+        async with asyncio.timeout(WAIT_S):
+            while third is None:
+                try:
+                    third = await Raw.open(session, server.ws_url)
+                except aiohttp.WSServerHandshakeError:
+                    await asyncio.sleep(0.05)
+        await third.close()
+        await second.close()
+    refusals = server.node.metrics.registry.get_sample_value(
+        "tidings_handshakes_refused_total", {"reason": "node full"}
+    )
+    assert refusals is not None
+    assert refusals >= 1
 
 
 async def test_sigterm_drain_spreads_reconnects_and_loses_nothing(tmp_path: Path) -> None:

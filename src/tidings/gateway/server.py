@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import random
+import resource
 import time
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -42,6 +43,20 @@ CLOSE_TIMEOUT_S = 2.0
 # progress (the answer adds up to as much again of jitter): a queue of
 # `handshake_concurrency` drains in well under a second on any machine.
 HANDSHAKE_QUEUE_RETRY_S = 1.0
+# ... and because the node holds `max_connections` sessions: the retry may land
+# on another node at once, or here once clients have left.
+NODE_FULL_RETRY_S = 2.0
+# Open files kept free for the store's and bus's connections, logs and the
+# listening socket when max_connections is derived from the open-file limit.
+FD_HEADROOM = 1000
+
+
+def default_max_connections() -> int:
+    """The process's open-file limit less :data:`FD_HEADROOM` (at least 1)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(1, soft - FD_HEADROOM)
 
 
 class Gateway:
@@ -77,6 +92,7 @@ class Gateway:
         # fast this node is (a herd on a busy machine would otherwise queue
         # for seconds inside the event loop).
         self._handshaking = 0
+        self._max_connections = settings.max_connections or default_max_connections()
 
     @property
     def draining(self) -> bool:
@@ -144,6 +160,8 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self._draining:
             return self._refuse("draining", self._settings.drain_window_ms / 1000)
+        if len(self._live) >= self._max_connections:
+            return self._refuse("node full", NODE_FULL_RETRY_S)
         if self._handshaking >= self._settings.handshake_concurrency:
             return self._refuse("too many handshakes in progress", HANDSHAKE_QUEUE_RETRY_S)
         wait_ms = self._admission.try_take(time.monotonic())
