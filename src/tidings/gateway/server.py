@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
-import resource
 import time
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -23,6 +21,7 @@ from aiohttp import WSMessage, WSMsgType, web
 from tidings.core.frames import ErrorFrame, Reconnect, encode
 from tidings.core.ids import new_id
 from tidings.core.ratelimit import TokenBucket
+from tidings.gateway.admission import Admission
 from tidings.gateway.connection import CloseCode, Connection, State, WriteHub
 from tidings.gateway.presence import PresenceHub
 from tidings.gateway.redelivery import Redeliverer
@@ -39,24 +38,6 @@ log = logging.getLogger("tidings.gateway")
 SWEEP_FRACTION = 4
 # Give a closing handshake this long before the socket is dropped.
 CLOSE_TIMEOUT_S = 2.0
-# Retry-After base for an upgrade refused because too many handshakes are in
-# progress (the answer adds up to as much again of jitter): a queue of
-# `handshake_concurrency` drains in well under a second on any machine.
-HANDSHAKE_QUEUE_RETRY_S = 1.0
-# ... and because the node holds `max_connections` sessions: the retry may land
-# on another node at once, or here once clients have left.
-NODE_FULL_RETRY_S = 2.0
-# Open files kept free for the store's and bus's connections, logs and the
-# listening socket when max_connections is derived from the open-file limit.
-FD_HEADROOM = 1000
-
-
-def default_max_connections() -> int:
-    """The process's open-file limit less :data:`FD_HEADROOM` (at least 1)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 30
-    return max(1, soft - FD_HEADROOM)
 
 
 class Gateway:
@@ -80,19 +61,9 @@ class Gateway:
         self._cleanup_tasks: set[asyncio.Task[None]] = set()
         self._hub = WriteHub(settings.send_buffer_bytes, self._on_cut)
         self._draining = False
-        # Admission control (FM7): handshakes beyond this rate get 503 +
-        # Retry-After before the upgrade, so a reconnect storm is spread out
-        # instead of taking the node down.
-        self._admission = TokenBucket(
-            settings.handshake_rate_per_s, settings.handshake_burst, time.monotonic()
-        )
-        # ... and so do upgrades beyond this many sessions still waiting for
-        # their welcome: the rate caps the work per second, this caps the
-        # queue, so an admitted handshake is answered in bounded time however
-        # fast this node is (a herd on a busy machine would otherwise queue
-        # for seconds inside the event loop).
-        self._handshaking = 0
-        self._max_connections = settings.max_connections or default_max_connections()
+        # Admission control (FM7, gateway/admission.py): a reconnect storm is
+        # answered with cheap 503s and spread out instead of taking the node down.
+        self._admission = Admission(settings, time.monotonic())
 
     @property
     def draining(self) -> bool:
@@ -142,7 +113,7 @@ class Gateway:
         """503 before the upgrade: the client backs off and tries again (or
         elsewhere); a handshake costs the server far more than this answer."""
         self._metrics.handshakes_refused.labels(reason).inc()
-        seconds = max(1, math.ceil(retry_after_s + random.uniform(0, retry_after_s)))
+        seconds = int(retry_after_s)
         return web.Response(
             status=503,
             headers={"Retry-After": str(seconds)},
@@ -158,15 +129,9 @@ class Gateway:
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self._draining:
-            return self._refuse("draining", self._settings.drain_window_ms / 1000)
-        if len(self._live) >= self._max_connections:
-            return self._refuse("node full", NODE_FULL_RETRY_S)
-        if self._handshaking >= self._settings.handshake_concurrency:
-            return self._refuse("too many handshakes in progress", HANDSHAKE_QUEUE_RETRY_S)
-        wait_ms = self._admission.try_take(time.monotonic())
-        if wait_ms:
-            return self._refuse("too many handshakes", wait_ms / 1000)
+        refusal = self._admission.check(len(self._live), self._draining, time.monotonic())
+        if refusal is not None:
+            return self._refuse(*refusal)
         admitted = time.monotonic()
         ws = web.WebSocketResponse(
             max_msg_size=self._settings.max_frame_bytes,
@@ -188,7 +153,7 @@ class Gateway:
             now=now,
         )
         self._live[conn.session_id] = (conn, ws)
-        self._handshaking += 1
+        self._admission.handshaking += 1
         opening = True
         try:
             async for msg in ws:
@@ -200,13 +165,15 @@ class Gateway:
                         break
                     if opening and conn.state is State.OPEN:
                         opening = False
-                        self._handshaking -= 1
-                        self._metrics.handshake_latency.observe(time.monotonic() - admitted)
+                        self._admission.handshaking -= 1
+                        welcomed = time.monotonic()
+                        self._admission.welcomed(welcomed)
+                        self._metrics.handshake_latency.observe(welcomed - admitted)
                 elif not await self._on_control(conn, ws, msg):
                     break
         finally:
             if opening:
-                self._handshaking -= 1
+                self._admission.handshaking -= 1
             await self._forget(conn)
         return ws
 

@@ -1,0 +1,123 @@
+"""Admission control for WebSocket upgrades (FM7): who gets in now, and when to come back.
+
+Four guards, checked before any WebSocket state exists, each answered with a
+cheap 503 and a ``Retry-After``:
+
+- draining (SIGTERM): come back after the drain window (elsewhere);
+- ``max_connections``: the node is full (its open-file limit, by default);
+- ``handshake_concurrency``: too many sessions still waiting for ``welcome``;
+  this caps the queue, and so the latency of an admitted handshake;
+- ``handshake_rate_per_s`` / ``handshake_burst``: a token bucket on the rate.
+
+Why the ``Retry-After`` grows with the backlog: a fixed one sends a herd of
+N refused clients back together a second later, to be refused again, and the
+refusals themselves cost the node accept + parse + answer. Measured with
+50,000 clients (docs/benchmarks.md), the node then spent most of the first
+twenty seconds answering 503s and admitted a few dozen handshakes a second.
+So the answer spreads the refused clients over ``refused_per_s /
+welcomed_per_s`` seconds (both measured over the last two seconds): if they
+return uniformly over that window, they arrive at about the rate this node has
+just shown it can welcome.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+
+from tidings.core.ratelimit import TokenBucket
+from tidings.settings import Settings
+
+# Retry-After floor when the node is merely busy: a queue of
+# `handshake_concurrency` drains in well under a second on any machine.
+BUSY_RETRY_S = 1.0
+# ... when it is full: the retry may land on another node at once, or here
+# once clients have left.
+FULL_RETRY_S = 2.0
+# The backlog-scaled wait is capped: clients cap their own backoff at 60 s.
+MAX_RETRY_S = 60.0
+# The welcome rate assumed before any was measured (and its floor).
+MIN_WELCOME_RATE = 50.0
+# Open files kept free for the store's and bus's connections, logs and the
+# listening socket when max_connections is derived from the open-file limit.
+FD_HEADROOM = 1000
+
+REASON_DRAINING = "draining"
+REASON_FULL = "node full"
+REASON_BUSY = "too many handshakes in progress"
+REASON_RATE = "too many handshakes"
+
+
+def default_max_connections() -> int:
+    """The process's open-file limit less :data:`FD_HEADROOM` (at least 1)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(1, soft - FD_HEADROOM)
+
+
+class _PerSecond:
+    """Events in the current and the previous whole second."""
+
+    __slots__ = ("_before", "_now", "_second")
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._now = 0
+        self._before = 0
+
+    def _roll(self, now: float) -> None:
+        second = int(now)
+        if second != self._second:
+            self._before = self._now if second == self._second + 1 else 0
+            self._now = 0
+            self._second = second
+
+    def add(self, now: float) -> None:
+        self._roll(now)
+        self._now += 1
+
+    def rate(self, now: float) -> float:
+        """Events per second over the last one to two seconds."""
+        self._roll(now)
+        return (self._now + self._before) / (1.0 + (now - int(now)))
+
+
+class Admission:
+    """Decides upgrades; the gateway reports sessions that got their welcome."""
+
+    def __init__(self, settings: Settings, now: float) -> None:
+        self._settings = settings
+        self._bucket = TokenBucket(settings.handshake_rate_per_s, settings.handshake_burst, now)
+        self._max_connections = settings.max_connections or default_max_connections()
+        self.handshaking = 0  # sessions upgraded and still waiting for welcome
+        self._welcomed = _PerSecond()
+        self._refused = _PerSecond()
+
+    def check(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
+        """None to admit (the caller counts it in ``handshaking``), else the
+        refusal's reason and its Retry-After in seconds (whole, at least 1)."""
+        if draining:
+            return self._refusal(REASON_DRAINING, self._settings.drain_window_ms / 1000, now)
+        if live >= self._max_connections:
+            return self._refusal(REASON_FULL, self._backlog_wait(FULL_RETRY_S, now), now)
+        if self.handshaking >= self._settings.handshake_concurrency:
+            return self._refusal(REASON_BUSY, self._backlog_wait(BUSY_RETRY_S, now), now)
+        wait_ms = self._bucket.try_take(now)
+        if wait_ms:
+            return self._refusal(REASON_RATE, self._backlog_wait(wait_ms / 1000, now), now)
+        return None
+
+    def welcomed(self, now: float) -> None:
+        self._welcomed.add(now)
+
+    def _backlog_wait(self, floor_s: float, now: float) -> float:
+        welcome_rate = max(MIN_WELCOME_RATE, self._welcomed.rate(now))
+        return min(MAX_RETRY_S, max(floor_s, self._refused.rate(now) / welcome_rate))
+
+    def _refusal(self, reason: str, wait_s: float, now: float) -> tuple[str, float]:
+        self._refused.add(now)
+        # Uniform over [wait, 2 x wait]: the refused come back spread out.
+        seconds = max(1, math.ceil(wait_s + random.uniform(0, wait_s)))
+        return reason, float(seconds)

@@ -1,0 +1,76 @@
+"""Admission control's decisions and its backlog-scaled Retry-After, with a
+clock the test controls (the gateway passes time.monotonic())."""
+
+from __future__ import annotations
+
+from tidings.gateway.admission import (
+    BUSY_RETRY_S,
+    MAX_RETRY_S,
+    MIN_WELCOME_RATE,
+    REASON_BUSY,
+    REASON_DRAINING,
+    REASON_FULL,
+    REASON_RATE,
+    Admission,
+)
+from tidings.settings import Settings
+
+T0 = 1000.0
+
+
+def admission(**overrides: object) -> Admission:
+    base: dict[str, object] = {
+        "handshake_rate_per_s": 1e9,
+        "handshake_burst": 10**9,
+        "max_connections": 100,
+    }
+    settings = Settings().replace(**(base | overrides))
+    return Admission(settings, T0)
+
+
+def test_guards_in_order_draining_full_busy_rate() -> None:
+    a = admission(handshake_concurrency=2, drain_window_ms=10_000)
+    assert a.check(live=0, draining=False, now=T0) is None
+    refusal = a.check(live=0, draining=True, now=T0)
+    assert refusal is not None
+    assert refusal[0] == REASON_DRAINING
+    assert 10 <= refusal[1] <= 20
+    full = a.check(live=100, draining=False, now=T0)
+    assert full is not None
+    assert full[0] == REASON_FULL
+    a.handshaking = 2
+    busy = a.check(live=5, draining=False, now=T0)
+    assert busy is not None
+    assert busy[0] == REASON_BUSY
+    limited = admission(handshake_rate_per_s=1.0, handshake_burst=1)
+    assert limited.check(live=0, draining=False, now=T0) is None
+    rate = limited.check(live=0, draining=False, now=T0)
+    assert rate is not None
+    assert rate[0] == REASON_RATE
+
+
+def test_retry_after_spreads_a_herd_over_what_the_node_welcomes() -> None:
+    a = admission(handshake_concurrency=0)  # every upgrade is refused as busy
+    for i in range(200):  # a node that welcomed 200 in the last second...
+        a.welcomed(T0 + i / 200)
+    now = T0 + 1.0
+    waits = []
+    for i in range(2000):  # ...and is then asked by 2,000 at once
+        refusal = a.check(live=0, draining=False, now=now + i / 10_000)
+        assert refusal is not None
+        waits.append(refusal[1])
+    # The first refusals see no backlog yet: the floor.
+    assert BUSY_RETRY_S <= waits[0] <= 2 * BUSY_RETRY_S
+    # Late in the herd: ~2,000 refused / ~200 welcomed per second, about 10 s.
+    assert all(5 <= w <= 2 * MAX_RETRY_S for w in waits[-100:])
+    assert sum(waits[-100:]) / 100 > 5
+
+
+def test_retry_after_is_capped_and_assumes_a_minimum_welcome_rate() -> None:
+    a = admission(handshake_concurrency=0)
+    now = T0
+    last = None
+    for i in range(int(MIN_WELCOME_RATE * MAX_RETRY_S * 3)):
+        last = a.check(live=0, draining=False, now=now + i / 100_000)
+    assert last is not None
+    assert MAX_RETRY_S <= last[1] <= 2 * MAX_RETRY_S
