@@ -52,7 +52,7 @@ def test_guards_in_order_draining_full_busy_rate() -> None:
 def test_retry_after_spreads_a_herd_over_what_the_node_welcomes() -> None:
     a = admission(handshake_concurrency=0)  # every upgrade is refused as busy
     for i in range(200):  # a node that welcomed 200 in the last second...
-        a.welcomed(T0 + i / 200)
+        a.welcomed(T0 + i / 200, 1e9)  # slow: Little's law adds nothing here
     now = T0 + 1.0
     waits = []
     for i in range(2000):  # ...and is then asked by 2,000 at once
@@ -74,3 +74,15 @@ def test_retry_after_is_capped_and_assumes_a_minimum_welcome_rate() -> None:
         last = a.check(live=0, draining=False, now=now + i / 100_000)
     assert last is not None
     assert MAX_RETRY_S <= last[1] <= 2 * MAX_RETRY_S
+
+
+def test_capacity_counts_the_admitted_queue_by_littles_law() -> None:
+    a = admission(handshake_concurrency=64)
+    assert a.capacity(T0) == MIN_WELCOME_RATE
+    a.welcomed(T0, 0.05)  # 64 in flight, 50 ms each: 1,280 per second
+    assert a.capacity(T0) == 64 / 0.05
+    for _ in range(200):
+        a.welcomed(T0, 0.5)
+    assert a.capacity(T0) == 201 / 1.0  # the measured rate is higher than Little's law
+    later = T0 + 10  # no welcomes in the last two seconds: Little's law alone
+    assert 64 / 0.5 <= a.capacity(later) < 64 / 0.4

@@ -14,10 +14,13 @@ N refused clients back together a second later, to be refused again, and the
 refusals themselves cost the node accept + parse + answer. Measured with
 50,000 clients (docs/benchmarks.md), the node then spent most of the first
 twenty seconds answering 503s and admitted a few dozen handshakes a second.
-So the answer spreads the refused clients over ``refused_per_s /
-welcomed_per_s`` seconds (both measured over the last two seconds): if they
-return uniformly over that window, they arrive at about the rate this node has
-just shown it can welcome.
+So the answer spreads the refused clients over ``refused_per_s / capacity``
+seconds: if they return uniformly over that window, they arrive at about the
+rate this node can welcome. The capacity is the larger of the welcomes of the
+last two seconds and Little's law over the admitted queue
+(``handshake_concurrency`` / the mean time from upgrade to welcome): at the
+start of a herd the node has not welcomed much yet, and the first alone would
+send clients away for far longer than needed.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ FULL_RETRY_S = 2.0
 MAX_RETRY_S = 60.0
 # The welcome rate assumed before any was measured (and its floor).
 MIN_WELCOME_RATE = 50.0
+# Weight of the newest handshake in the mean time from upgrade to welcome.
+DURATION_WEIGHT = 0.05
 # Open files kept free for the store's and bus's connections, logs and the
 # listening socket when max_connections is derived from the open-file limit.
 FD_HEADROOM = 1000
@@ -94,6 +99,7 @@ class Admission:
         self.handshaking = 0  # sessions upgraded and still waiting for welcome
         self._welcomed = _PerSecond()
         self._refused = _PerSecond()
+        self._mean_duration_s: float | None = None
 
     def check(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
         """None to admit (the caller counts it in ``handshaking``), else the
@@ -109,12 +115,24 @@ class Admission:
             return self._refusal(REASON_RATE, self._backlog_wait(wait_ms / 1000, now), now)
         return None
 
-    def welcomed(self, now: float) -> None:
+    def welcomed(self, now: float, duration_s: float) -> None:
+        """A session got its welcome `duration_s` after its upgrade was admitted."""
         self._welcomed.add(now)
+        mean = self._mean_duration_s
+        self._mean_duration_s = (
+            duration_s if mean is None else mean + DURATION_WEIGHT * (duration_s - mean)
+        )
+
+    def capacity(self, now: float) -> float:
+        """Welcomes per second this node can give, as far as it has shown."""
+        rate = max(MIN_WELCOME_RATE, self._welcomed.rate(now))
+        mean = self._mean_duration_s
+        if mean is not None and mean > 0:
+            rate = max(rate, self._settings.handshake_concurrency / mean)
+        return rate
 
     def _backlog_wait(self, floor_s: float, now: float) -> float:
-        welcome_rate = max(MIN_WELCOME_RATE, self._welcomed.rate(now))
-        return min(MAX_RETRY_S, max(floor_s, self._refused.rate(now) / welcome_rate))
+        return min(MAX_RETRY_S, max(floor_s, self._refused.rate(now) / self.capacity(now)))
 
     def _refusal(self, reason: str, wait_s: float, now: float) -> tuple[str, float]:
         self._refused.add(now)

@@ -167,7 +167,7 @@ class Gateway:
                         opening = False
                         self._admission.handshaking -= 1
                         welcomed = time.monotonic()
-                        self._admission.welcomed(welcomed)
+                        self._admission.welcomed(welcomed, welcomed - admitted)
                         self._metrics.handshake_latency.observe(welcomed - admitted)
                 elif not await self._on_control(conn, ws, msg):
                     break
