@@ -51,6 +51,16 @@ async def test_admission_control_answers_503_with_retry_after(
         assert refusals == 5
 
 
+async def open_when_admitted(session: aiohttp.ClientSession, ws_url: str) -> Raw:
+    """Open a WebSocket, retrying 503s until the server has seen a slot free (bounded)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            try:
+                return await Raw.open(session, ws_url)
+            except aiohttp.WSServerHandshakeError:
+                await asyncio.sleep(0.05)
+
+
 async def test_admission_caps_handshakes_waiting_for_welcome(
     server_factory: ServerFactory,
 ) -> None:
@@ -81,13 +91,7 @@ async def test_admission_caps_handshakes_waiting_for_welcome(
         extra = await Raw.open(session, server.ws_url)  # waiting[1], waiting[2], extra
         assert await refused()
         await waiting[1].close()
-        opened = None
-        async with asyncio.timeout(WAIT_S):
-            while opened is None:
-                try:
-                    opened = await Raw.open(session, server.ws_url)
-                except aiohttp.WSServerHandshakeError:
-                    await asyncio.sleep(0.05)
+        opened = await open_when_admitted(session, server.ws_url)
         for conn in (opened, extra, fourth, waiting[0], waiting[2]):
             await conn.close()
         refusals = server.node.metrics.registry.get_sample_value(
@@ -111,13 +115,7 @@ async def test_a_full_node_refuses_upgrades_until_a_session_leaves(
             await session.ws_connect(server.ws_url)
         assert refused.value.status == 503
         await first.close()
-        third = None
-        async with asyncio.timeout(WAIT_S):
-            while third is None:
-                try:
-                    third = await Raw.open(session, server.ws_url)
-                except aiohttp.WSServerHandshakeError:
-                    await asyncio.sleep(0.05)
+        third = await open_when_admitted(session, server.ws_url)
         await third.close()
         await second.close()
     refusals = server.node.metrics.registry.get_sample_value(
