@@ -10,7 +10,9 @@ idempotency key), never timings. Every wait is bounded by ``WAIT_S``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import random
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -599,6 +601,131 @@ async def test_concurrent_cursor_updates_keep_the_max(store: Store) -> None:
         )
     members = {m.user_id: m for m in await store.get_members(p.cid)}
     assert (members[p.bob.user_id].delivered_seq, members[p.bob.user_id].read_seq) == (100, 50)
+
+
+class CursorMoveCase:
+    """One ``advance_cursors`` call of the concurrency test and what it must come to."""
+
+    def __init__(
+        self, cid: str, user_id: str, device_id: str, delivered: int | None, read: int | None
+    ) -> None:
+        self.cid, self.user_id, self.device_id = cid, user_id, device_id
+        self.delivered, self.read = delivered, read
+
+    def wanted(self, last: int) -> tuple[int, int]:
+        """(delivered, read) this call asks for, clamped; read implies delivered."""
+        read = max(0, min(self.read or 0, last))
+        return max(read, min(self.delivered or 0, last)), read
+
+
+def is_chain(states: list[tuple[int, int]]) -> bool:
+    """Every two states are ordered componentwise (snapshots of a monotone cursor)."""
+    ordered = sorted(states)
+    return all(a[1] <= b[1] for a, b in itertools.pairwise(ordered))
+
+
+async def test_many_concurrent_cursor_moves(store: Store) -> None:
+    """Hundreds of moves at once over several conversations, members and
+    devices, with repeated keys and a non-member among them: each call gets
+    its own outcome, the results are consistent snapshots, and the final
+    cursors are the maxima (however a backend groups the calls)."""
+    author = await make_user(store, "author")
+    a_dev = await make_device(store, author)
+    users = [await make_user(store, f"user{i}") for i in range(4)]
+    devices = {
+        u.user_id: [await make_device(store, u, n) for n in ("phone", "laptop")] for u in users
+    }
+    mallory = await make_user(store, "mallory")
+    last: dict[str, int] = {}
+    for i, count in enumerate((20, 35, 50)):
+        conv, _ = await store.create_conversation(
+            GROUP, author.user_id, [u.user_id for u in users], f"g{i}", NOW
+        )
+        for n in range(count):
+            await store.append(text(conv.conversation_id, author, a_dev, f"{i}-{n}"))
+        last[conv.conversation_id] = count
+    rng = random.Random(7)
+    cases: list[CursorMoveCase] = []
+    for i in range(320):
+        cid = rng.choice(sorted(last))
+        if i % 64 == 5:
+            cases.append(CursorMoveCase(cid, mallory.user_id, "d_mallory", 3, 1))
+            continue
+        user = rng.choice(users)
+        device = rng.choice(devices[user.user_id])
+        seqs = [None, *range(0, last[cid] + 10)]
+        cases.append(
+            CursorMoveCase(cid, user.user_id, device.device_id, rng.choice(seqs), rng.choice(seqs))
+        )
+
+    async with asyncio.timeout(WAIT_S):
+        outcomes = await asyncio.gather(
+            *(
+                store.advance_cursors(c.cid, c.user_id, c.device_id, c.delivered, c.read)
+                for c in cases
+            ),
+            return_exceptions=True,
+        )
+
+    final: dict[tuple[str, str], tuple[int, int]] = {}
+    device_final: dict[tuple[str, str], int] = {}
+    for case in cases:
+        if case.user_id == mallory.user_id:
+            continue
+        want = case.wanted(last[case.cid])
+        old = final.get((case.cid, case.user_id), (0, 0))
+        final[(case.cid, case.user_id)] = (max(old[0], want[0]), max(old[1], want[1]))
+        key = (case.cid, case.device_id)
+        device_final[key] = max(device_final.get(key, 0), want[0])
+
+    states: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    moved: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for case, outcome in zip(cases, outcomes, strict=True):
+        if case.user_id == mallory.user_id:
+            assert isinstance(outcome, TidingsError), outcome
+            assert outcome.code is ErrorCode.NOT_MEMBER
+            continue
+        assert not isinstance(outcome, BaseException), outcome
+        assert (outcome.conversation_id, outcome.user_id) == (case.cid, case.user_id)
+        state = (outcome.delivered_seq, outcome.read_seq)
+        want = case.wanted(last[case.cid])
+        top = final[(case.cid, case.user_id)]
+        assert want[0] <= state[0] <= top[0], (case, state)
+        assert want[1] <= state[1] <= top[1], (case, state)
+        states.setdefault((case.cid, case.user_id), []).append(state)
+        if outcome.moved:
+            moved.setdefault((case.cid, case.user_id), []).append(state)
+
+    for key, seen in states.items():
+        assert is_chain(seen), (key, seen)
+        steps = moved.get(key, [])
+        assert len(set(steps)) == len(steps), (key, steps)  # each move is a new state
+        if final[key] != (0, 0):
+            assert final[key] in steps, (key, steps)
+    for cid in last:
+        members = {m.user_id: m for m in await store.get_members(cid)}
+        for user in users:
+            expected = final.get((cid, user.user_id), (0, 0))
+            got = members[user.user_id]
+            assert (got.delivered_seq, got.read_seq) == expected, (cid, user.user_id)
+            for device in devices[user.user_id]:
+                listed, _ = await store.list_conversations(user.user_id, device.device_id)
+                by_conv = {c.conversation_id: c.delivered_seq for c in listed}
+                assert by_conv[cid] == device_final.get((cid, device.device_id), 0)
+
+
+async def test_cursor_moves_with_odd_input(store: Store) -> None:
+    """Absurd seqs are clamped like any other; an id no row can have (a NUL
+    character) names no membership: each gets the ordinary answer."""
+    p = await pair(store)
+    await send_many(store, p, 4)
+    bob, dev = p.bob.user_id, p.b_dev.device_id
+    state = await store.advance_cursors(p.cid, bob, dev, -5, -1)
+    assert (state.delivered_seq, state.read_seq, state.moved) == (0, 0, False)
+    state = await store.advance_cursors(p.cid, bob, dev, 2**70, None)
+    assert (state.delivered_seq, state.read_seq, state.moved) == (4, 0, True)
+    await expect_error(ErrorCode.NOT_MEMBER, store.advance_cursors(p.cid + "\x00", bob, dev, 1, 1))
+    await expect_error(ErrorCode.NOT_MEMBER, store.advance_cursors(p.cid, bob + "\x00", dev, 1, 1))
 
 
 # -- listings and sync tokens ---------------------------------------------------------------

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -22,11 +23,19 @@ from tidings.core.models import (
     AppendResult,
     Conversation,
     ConversationKind,
+    CursorState,
     Device,
     NewMessage,
     User,
 )
-from tidings.store.postgres import APPLICATION_NAME, PostgresStore
+from tidings.store.postgres import (
+    APPLICATION_NAME,
+    CursorBatcher,
+    CursorBatchStats,
+    CursorMove,
+    CursorOutcome,
+    PostgresStore,
+)
 
 WAIT_S = 60.0
 NOW = 1_700_000_000_000
@@ -404,3 +413,386 @@ def test_url_helpers() -> None:
     with pytest.raises(ValueError, match="not a postgresql URL"):
         PostgresStore("sqlite:///x.db")
     assert with_database("postgresql://u@h:1/postgres?x=1", "t") == "postgresql://u@h:1/t?x=1"
+
+
+# -- cursor moves in batches ---------------------------------------------------------------
+def move_of(case: tuple[str, str, str, int, int]) -> CursorMove:
+    """A CursorMove with a fresh future, for the batcher's own tests."""
+    future: asyncio.Future[CursorState] = asyncio.get_running_loop().create_future()
+    return CursorMove(*case, future)
+
+
+class FakeSend:
+    """A stand-in for the store's batch sender: records each batch, waits for
+    ``gate`` (open unless closed by the test), fails moves of ``poison``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+        self.poison: set[str] = set()
+        self.failure: Exception | None = None
+
+    async def __call__(self, moves: Sequence[CursorMove]) -> list[CursorOutcome]:
+        self.batches.append([m.user_id for m in moves])
+        self.entered.set()
+        await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        if any(m.user_id in self.poison for m in moves):
+            raise RuntimeError("poisoned batch")
+        return [
+            TidingsError(ErrorCode.NOT_MEMBER, "not a member of this conversation")
+            if m.user_id.startswith("outsider")
+            else CursorState(m.conversation_id, m.user_id, m.delivered_seq, m.read_seq, True)
+            for m in moves
+        ]
+
+
+def submit_all(batcher: CursorBatcher, users: list[str]) -> list[asyncio.Future[CursorState]]:
+    moves = [move_of(("c", user, "d", 1, 0)) for user in users]
+    for move in moves:
+        batcher.submit(move)
+    return [move.future for move in moves]
+
+
+async def test_batcher_sends_what_queued_meanwhile_as_the_next_batch() -> None:
+    send = FakeSend()
+    batcher = CursorBatcher(send, max_batch=4)
+    send.gate.clear()
+    first = submit_all(batcher, ["a", "b"])
+    async with asyncio.timeout(WAIT_S):
+        await send.entered.wait()  # batch ["a", "b"] is in flight
+        later = submit_all(batcher, ["c", "d", "e", "f", "g", "h", "i"])
+        send.gate.set()
+        results = await asyncio.gather(*first, *later)
+    assert send.batches == [["a", "b"], ["c", "d", "e", "f"], ["g", "h", "i"]]
+    assert [r.user_id for r in results] == list("abcdefghi")
+    assert batcher.stats == CursorBatchStats(moves=9, batches=3)
+
+
+async def test_batcher_keeps_errors_per_move_and_survives_failures() -> None:
+    send = FakeSend()
+    batcher = CursorBatcher(send)
+    send.poison = {"p"}
+    async with asyncio.timeout(WAIT_S):
+        # An unexpected failure: the batch is re-sent move by move, so only
+        # the poisoned move fails; a non-member fails alone anyway.
+        outcomes = await asyncio.gather(
+            *submit_all(batcher, ["a", "p", "outsider", "b"]), return_exceptions=True
+        )
+        assert isinstance(outcomes[1], RuntimeError)
+        assert isinstance(outcomes[2], TidingsError)
+        assert outcomes[2].code is ErrorCode.NOT_MEMBER
+        assert [o.user_id for o in (outcomes[0], outcomes[3])] == ["a", "b"]  # type: ignore[union-attr]
+        assert send.batches == [["a", "p", "outsider", "b"], ["a"], ["p"], ["outsider"], ["b"]]
+        # The database is down: every move of the batch gets its own unavailable.
+        send.failure = TidingsError(ErrorCode.UNAVAILABLE, "store unavailable: down")
+        failed = await asyncio.gather(*submit_all(batcher, ["c", "d"]), return_exceptions=True)
+        for outcome in failed:
+            assert isinstance(outcome, TidingsError)
+            assert outcome.code is ErrorCode.UNAVAILABLE
+            assert outcome.retryable
+        assert failed[0] is not failed[1]
+        # And the flusher carries on.
+        send.failure = None
+        (state,) = await asyncio.gather(*submit_all(batcher, ["e"]))
+    assert state.user_id == "e"
+
+
+async def test_batcher_skips_cancelled_callers() -> None:
+    send = FakeSend()
+    batcher = CursorBatcher(send)
+    send.gate.clear()
+    first = submit_all(batcher, ["a"])
+    async with asyncio.timeout(WAIT_S):
+        await send.entered.wait()
+        queued = submit_all(batcher, ["gone", "b"])
+        queued[0].cancel()
+        send.gate.set()
+        await asyncio.gather(*first, queued[1])
+    assert send.batches == [["a"], ["b"]]
+
+
+async def test_batcher_close_fails_what_cannot_finish() -> None:
+    send = FakeSend()
+    batcher = CursorBatcher(send)
+    send.gate.clear()  # the batch in flight never finishes
+    in_flight = submit_all(batcher, ["a"])
+    async with asyncio.timeout(WAIT_S):
+        await send.entered.wait()
+        queued = submit_all(batcher, ["b"])
+        await batcher.close(timeout_s=0.05)
+        outcomes = await asyncio.gather(*in_flight, *queued, return_exceptions=True)
+    for outcome in outcomes:
+        assert isinstance(outcome, TidingsError)
+        assert outcome.code is ErrorCode.UNAVAILABLE
+
+
+async def advance_all(
+    store: PostgresStore, cid: str, moves: list[tuple[User, Device, int | None, int | None]]
+) -> list[CursorState | BaseException]:
+    async with asyncio.timeout(WAIT_S):
+        return await asyncio.gather(
+            *(
+                store.advance_cursors(cid, user.user_id, device.device_id, delivered, read)
+                for user, device, delivered, read in moves
+            ),
+            return_exceptions=True,
+        )
+
+
+async def test_concurrent_moves_are_one_statement_and_one_transaction(
+    db_url: str, admin: asyncpg.Connection
+) -> None:
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=120)
+        cid = w.convs[0].conversation_id
+        await store.append(text(cid, w.users[0], w.devices[0], "one"))
+        before = store.cursor_batch_stats
+        outcomes = await advance_all(
+            store, cid, [(u, d, 1, None) for u, d in zip(w.users[1:], w.devices[1:], strict=True)]
+        )
+        after = store.cursor_batch_stats
+        assert all(isinstance(o, CursorState) and o.moved for o in outcomes), outcomes
+        assert (after.moves - before.moves, after.batches - before.batches) == (119, 1)
+        # Every row the batch wrote carries one transaction id.
+        xids = await admin.fetchval(
+            "SELECT count(DISTINCT x) FROM ("
+            " SELECT xmin::text AS x FROM members WHERE conversation_id = $1 AND user_id <> $2"
+            " UNION ALL"
+            " SELECT xmin::text FROM device_cursors WHERE conversation_id = $1 AND device_id <> $3"
+            ") AS written",
+            cid,
+            w.users[0].user_id,
+            w.devices[0].device_id,
+        )
+        assert xids == 1
+        assert (
+            await admin.fetchval(
+                "SELECT count(*) FROM device_cursors WHERE conversation_id = $1", cid
+            )
+            == 120
+        )
+    finally:
+        await store.close()
+
+
+async def test_batches_are_capped(db_url: str) -> None:
+    (store,) = await open_nodes(db_url, 1, cursor_batch_max=10)
+    try:
+        w = await world(store, users=26)
+        cid = w.convs[0].conversation_id
+        for i in range(3):
+            await store.append(text(cid, w.users[0], w.devices[0], f"m{i}"))
+        outcomes = await advance_all(
+            store, cid, [(u, d, 3, 2) for u, d in zip(w.users[1:], w.devices[1:], strict=True)]
+        )
+        assert {(o.delivered_seq, o.read_seq) for o in outcomes} == {(3, 2)}  # type: ignore[union-attr]
+        assert store.cursor_batch_stats.batches == 3
+    finally:
+        await store.close()
+
+
+async def test_bad_moves_in_a_batch_fail_alone(db_url: str) -> None:
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=5)
+        cid = w.convs[0].conversation_id
+        for i in range(4):
+            await store.append(text(cid, w.users[0], w.devices[0], f"m{i}"))
+        outsider = await store.create_user("outsider", "h", NOW)
+        outsider_device = Device("d_outsider", outsider.user_id, "phone", NOW)
+        bad_ids = [
+            Device("d_nul\x00", w.users[1].user_id, "x", NOW),
+            Device("d_surrogate\ud800", w.users[2].user_id, "x", NOW),
+        ]
+        moves: list[tuple[User, Device, int | None, int | None]] = [
+            (w.users[1], w.devices[1], 2, None),
+            (outsider, outsider_device, 1, 1),
+            (w.users[1], bad_ids[0], 1, None),
+            (w.users[2], bad_ids[1], 1, None),
+            (w.users[3], w.devices[3], None, 3),
+            (w.users[1], w.devices[1], 4, 1),
+        ]
+        outcomes = await advance_all(store, cid, moves)
+        for bad in outcomes[1:4]:
+            assert isinstance(bad, TidingsError)
+            assert bad.code is ErrorCode.NOT_MEMBER
+        good = [outcomes[0], outcomes[4], outcomes[5]]
+        assert [(o.delivered_seq, o.read_seq, o.moved) for o in good] == [  # type: ignore[union-attr]
+            (2, 0, True),
+            (3, 3, True),
+            (4, 1, True),
+        ]
+        assert store.cursor_batch_stats.batches == 1  # unstorable ids never reach the batch
+    finally:
+        await store.close()
+
+
+async def test_many_function_applies_elements_in_order(
+    db_url: str, admin: asyncpg.Connection
+) -> None:
+    """The SQL function itself: a key repeated in one call, two devices of one
+    member, a non-member; each row shows the state right after its element."""
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=2, convs=2)
+        a, b = (c.conversation_id for c in w.convs)
+        for i in range(10):
+            await store.append(text(a, w.users[0], w.devices[0], f"a{i}"))
+        for i in range(5):
+            await store.append(text(b, w.users[0], w.devices[0], f"b{i}"))
+        bob = w.users[1].user_id
+        await store.advance_cursors(a, bob, "d_phone", 3, 1)
+    finally:
+        await store.close()
+    elements = [  # conversation, user, device, delivered, read
+        (a, bob, "d_phone", 5, 0),
+        (a, bob, "d_tablet", 2, 4),
+        (a, bob, "d_phone", 100, 2),
+        (a, "u_nobody", "d_x", 1, 1),
+        (b, bob, "d_phone", 4, 6),
+        (a, bob, "d_phone", 7, 0),
+        (a, w.users[0].user_id, "", 3, 0),
+    ]
+    rows = await admin.fetch(
+        "SELECT * FROM tidings_advance_cursors_many($1, $2, $3, $4, $5)",
+        *(list(column) for column in zip(*elements, strict=True)),
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, 5, 1, True, False),
+        (2, 5, 4, True, False),
+        (3, 10, 4, True, False),
+        (4, None, None, False, True),
+        (5, 5, 5, True, False),
+        (6, 10, 4, False, False),
+        (7, 10, 10, False, False),  # the sender's cursors followed their messages
+    ]
+    cursors = await admin.fetch(
+        "SELECT conversation_id, device_id, delivered_seq FROM device_cursors"
+        " WHERE device_id IN ('d_phone', 'd_tablet') ORDER BY 1, 2"
+    )
+    assert sorted(tuple(r) for r in cursors) == sorted(
+        [(a, "d_phone", 10), (a, "d_tablet", 4), (b, "d_phone", 5)]
+    )
+    # The one-move function is a batch of one and still raises for a non-member.
+    single = await admin.fetchrow(
+        "SELECT * FROM tidings_advance_cursors($1, $2, $3, 10, 9)", a, bob, "d_phone"
+    )
+    assert tuple(single) == (10, 9, True)
+    with pytest.raises(asyncpg.PostgresError) as info:
+        await admin.fetchrow("SELECT * FROM tidings_advance_cursors($1, 'u_nobody', 'd', 1, 1)", a)
+    assert info.value.sqlstate == "TD403"
+
+
+async def test_a_failed_batch_fails_every_move_unavailable(
+    db_url: str, admin: asyncpg.Connection
+) -> None:
+    """The batch waits on a member row locked elsewhere; its connection is
+    killed: every move of it fails retryably, nothing is written, and the
+    store moves cursors again right after."""
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=30)
+        cid = w.convs[0].conversation_id
+        await store.append(text(cid, w.users[0], w.devices[0], "one"))
+        tx = admin.transaction()
+        await tx.start()
+        await admin.execute(
+            "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
+            cid,
+            w.users[5].user_id,
+        )
+        pairs = list(zip(w.users[1:], w.devices[1:], strict=True))
+        moves = asyncio.ensure_future(advance_all(store, cid, [(u, d, 1, None) for u, d in pairs]))
+        await waiting_on_locks(db_url, 1)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND datname = current_database()",
+            APPLICATION_NAME,
+        )
+        outcomes = await moves
+        await tx.rollback()
+        assert len(outcomes) == 29
+        for outcome in outcomes:
+            assert isinstance(outcome, TidingsError), outcome
+            assert outcome.code is ErrorCode.UNAVAILABLE
+        assert store.cursor_batch_stats.batches == 1
+        assert (
+            await admin.fetchval(
+                "SELECT count(*) FROM members WHERE conversation_id = $1 AND delivered_seq > 0", cid
+            )
+            == 1
+        )  # the sender's own
+        again = await advance_all(store, cid, [(u, d, 1, None) for u, d in pairs])
+        assert all(isinstance(o, CursorState) and o.moved for o in again), again
+    finally:
+        await store.close()
+
+
+async def test_a_deadlock_victim_batch_is_run_again(
+    db_url: str, admin: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another transaction holds the second member row of the batch (in key
+    order) and then asks for the first, which the batch holds: PostgreSQL
+    aborts the batch (its deadlock timeout runs out first), and the store
+    runs it again, which succeeds once the other transaction is gone."""
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=3)
+        cid = w.convs[0].conversation_id
+        await store.append(text(cid, w.users[0], w.devices[0], "one"))
+        first, second = sorted(
+            [(w.users[1], w.devices[1]), (w.users[2], w.devices[2])], key=lambda p: p[0].user_id
+        )
+        lock = "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE"
+        await admin.execute("SET deadlock_timeout = '60s'")
+        tx = admin.transaction()
+        await tx.start()
+        await admin.execute(lock, cid, second[0].user_id)
+        caplog.set_level(logging.INFO, logger="tidings.store.postgres")
+        moves = asyncio.ensure_future(
+            advance_all(store, cid, [(first[0], first[1], 1, 1), (second[0], second[1], 1, None)])
+        )
+        await waiting_on_locks(db_url, 1)
+        async with asyncio.timeout(WAIT_S):
+            await admin.execute(lock, cid, first[0].user_id)  # granted once the batch is aborted
+        await tx.rollback()
+        outcomes = await moves
+        assert [(o.delivered_seq, o.read_seq) for o in outcomes] == [(1, 1), (1, 0)]  # type: ignore[union-attr]
+        assert store.cursor_batch_stats.batches == 1
+        assert any("rolled back (DeadlockDetectedError)" in r.getMessage() for r in caplog.records)
+    finally:
+        await store.close()
+
+
+async def test_close_finishes_the_moves_in_flight(db_url: str, admin: asyncpg.Connection) -> None:
+    (store,) = await open_nodes(db_url, 1)
+    w = await world(store, users=3)
+    cid = w.convs[0].conversation_id
+    await store.append(text(cid, w.users[0], w.devices[0], "one"))
+    tx = admin.transaction()
+    await tx.start()
+    await admin.execute(
+        "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
+        cid,
+        w.users[1].user_id,
+    )
+    moves = asyncio.ensure_future(
+        advance_all(
+            store, cid, [(w.users[1], w.devices[1], 1, None), (w.users[2], w.devices[2], 1, 1)]
+        )
+    )
+    await waiting_on_locks(db_url, 1)
+    closing = asyncio.ensure_future(store.close())
+    await tx.rollback()
+    async with asyncio.timeout(WAIT_S):
+        await closing
+        outcomes = await moves
+    assert [(o.delivered_seq, o.read_seq) for o in outcomes] == [(1, 0), (1, 1)]  # type: ignore[union-attr]
+    with pytest.raises(TidingsError) as info:
+        await store.advance_cursors(cid, w.users[1].user_id, w.devices[1].device_id, 1, 1)
+    assert info.value.code is ErrorCode.UNAVAILABLE

@@ -57,6 +57,21 @@ autovacuum), and transaction ids restart lower after a dump/restore into a
 new cluster, while a sequence is dumped with its value. The cost here is
 four lock-manager operations per write and one ``pg_locks`` scan per listing.
 
+Cursor moves in batches
+-----------------------
+Every member's ``delivered`` ack is a cursor move, so one message to a group
+of 1000 makes 1000 moves within milliseconds. Sent one by one, each was a
+round trip and a committed transaction (a WAL flush) of its own, and they
+queued ahead of the appends for pooled connections and flushes. Moves are
+therefore coalesced without waiting for company (:class:`CursorBatcher`):
+a call queues, and one flusher task per store sends whatever is queued (at
+most ``CURSOR_BATCH_MAX``) as one ``tidings_advance_cursors_many`` statement,
+i.e. one transaction; moves arriving while that batch is in flight form the
+next one. An idle store sends a lone move at once. The SQL function locks the
+member rows in key order (two nodes' batches cannot deadlock each other) and
+reports a non-member per element instead of raising, so one bad element does
+not fail the others.
+
 Failures to reach PostgreSQL (refused connections, a terminated backend, a
 pool or statement timeout, a server shutting down) raise
 ``TidingsError(UNAVAILABLE)``; the statement's transaction is then either
@@ -70,7 +85,9 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -146,6 +163,24 @@ APPLICATION_NAME = "tidings"
 """Shown in ``pg_stat_activity``: lets an operator (and the tests) find the
 store's connections."""
 
+CURSOR_BATCH_MAX = 1000
+"""Most cursor moves sent in one statement. One 1000-member group message
+makes about this many on one node at once; a larger batch would hold its
+member row locks (and the one connection) longer while adding little."""
+
+CURSOR_BATCH_ATTEMPTS = 3
+"""Tries of one cursor batch that PostgreSQL rolled back as a deadlock or
+serialization failure. Batches cannot deadlock each other (rows are locked in
+key order), but a membership change deleting several member rows locks them
+in its own order; the victim batch is simply run again."""
+
+_ADVANCE_CURSORS_MANY = "SELECT * FROM tidings_advance_cursors_many($1, $2, $3, $4, $5)"
+_NOT_MEMBER_MESSAGE = "not a member of this conversation"  # as tidings_advance_cursors raises
+_ROLLED_BACK: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
 _NO_UPPER_BOUND = 2**63 - 1  # the largest bigint: "no before_seq"
 _MIGRATION_FILE = re.compile(r"^postgres_(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -186,6 +221,210 @@ def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return unavailable(exc)
     return exc
+
+
+def store_closed() -> TidingsError:
+    """The retryable error of a call on a closed (or not yet started) store."""
+    return TidingsError(ErrorCode.UNAVAILABLE, "store is closed")
+
+
+# -- cursor batches ----------------------------------------------------------------
+@dataclass(slots=True)
+class CursorMove:
+    """One queued ``advance_cursors`` call and the future its caller awaits."""
+
+    conversation_id: str
+    user_id: str
+    device_id: str
+    delivered_seq: int
+    read_seq: int
+    future: asyncio.Future[CursorState]
+
+
+CursorOutcome = CursorState | TidingsError
+"""What one move of a batch came to: its new state or its own error."""
+
+SendBatch = Callable[[Sequence[CursorMove]], Awaitable[Sequence[CursorOutcome]]]
+"""Sends one batch as one statement; raises if the whole batch failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CursorBatchStats:
+    """Counters of a :class:`CursorBatcher`: how well moves coalesce (and, for
+    the tests, proof that a batch is one statement)."""
+
+    moves: int
+    batches: int
+
+
+class CursorBatcher:
+    """Coalesces concurrent cursor moves into batches, adding no delay.
+
+    ``submit`` queues a move and, unless a flusher task is already running,
+    starts one; the flusher sends everything queued (at most ``max_batch``)
+    as one batch, waits for it, and repeats while moves are queued, then
+    ends. So a lone move leaves at the next turn of the event loop, and the
+    moves that arrive while a batch is in flight make up the next batch: the
+    batch size follows the load, one batch in flight per store.
+
+    Every future is settled: with its own outcome; with the batch's error if
+    the batch failed as a whole with a :class:`TidingsError` (``unavailable``:
+    the database, not a move, is the problem); or with ``unavailable`` when
+    the batcher is closed. A batch that fails otherwise (an error no single
+    move was expected to cause) is re-sent one move at a time, so that a move
+    the database rejects fails alone, as its own call would have. The flusher
+    carries on with the next batch either way.
+    """
+
+    def __init__(self, send: SendBatch, max_batch: int = CURSOR_BATCH_MAX) -> None:
+        if max_batch < 1:
+            raise ValueError(f"bad max_batch: {max_batch}")
+        self._send = send
+        self._max_batch = max_batch
+        self._queue: deque[CursorMove] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._moves = 0
+        self._batches = 0
+
+    @property
+    def stats(self) -> CursorBatchStats:
+        return CursorBatchStats(self._moves, self._batches)
+
+    def submit(self, move: CursorMove) -> None:
+        """Queue ``move``; its future is settled by the flusher."""
+        self._queue.append(move)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush(), name="tidings-cursor-flusher"
+            )
+
+    async def close(self, timeout_s: float) -> None:
+        """Let the queued moves finish for up to ``timeout_s``, then cancel
+        the batch in flight and fail whatever is left with ``unavailable``."""
+        flusher = self._flusher
+        if flusher is not None:
+            await asyncio.wait({flusher}, timeout=timeout_s)
+            if not flusher.done():
+                flusher.cancel()
+                await asyncio.wait({flusher}, timeout=timeout_s)
+        while self._queue:
+            _settle_error(self._queue.popleft().future, store_closed())
+
+    async def _flush(self) -> None:
+        """Send batches until the queue is empty (each turn takes at least
+        one move off the queue, so this ends once submissions stop)."""
+        try:
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    await self._run(batch)
+        finally:
+            self._flusher = None
+
+    def _take(self) -> list[CursorMove]:
+        """The next batch: up to ``max_batch`` queued moves whose callers still wait."""
+        batch: list[CursorMove] = []
+        while self._queue and len(batch) < self._max_batch:
+            move = self._queue.popleft()
+            if not move.future.done():  # a cancelled caller needs no move
+                batch.append(move)
+        return batch
+
+    async def _run(self, batch: list[CursorMove]) -> None:
+        """Send one batch and settle all its futures; raises only CancelledError
+        (closing), after failing the batch's futures that are still pending."""
+        try:
+            await self._send_and_settle(batch)
+        except asyncio.CancelledError:
+            for move in batch:
+                _settle_error(move.future, store_closed())
+            raise
+
+    async def _send_and_settle(self, batch: list[CursorMove]) -> None:
+        self._moves += len(batch)
+        self._batches += 1
+        try:
+            outcomes = await self._send(batch)
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} cursor moves")
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(_translate(exc), TidingsError):
+                log.warning("cursor batch of %d failed, re-sent one by one: %r", len(batch), exc)
+                for move in batch:
+                    if not move.future.done():
+                        await self._send_and_settle([move])
+                return
+            for move in batch:
+                _settle_error(move.future, _error_for_each(exc))
+            return
+        for move, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, TidingsError):
+                _settle_error(move.future, outcome)
+            elif not move.future.done():
+                move.future.set_result(outcome)
+
+
+def _pg_text(value: str) -> bool:
+    """Whether PostgreSQL can hold ``value`` as text (no NUL, valid UTF-8):
+    an id that cannot be stored names nothing stored, and sent in a batch it
+    would fail the whole statement."""
+    if value.isascii():
+        return "\x00" not in value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _bigint(seq: int | None) -> int:
+    """``seq`` in bigint range; the cursor rules clamp to 0..last_seq anyway,
+    so this changes no outcome but keeps an absurd value from failing a batch."""
+    return min(max(seq or 0, 0), _NO_UPPER_BOUND)
+
+
+def _settle_error(future: asyncio.Future[CursorState], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _error_for_each(exc: Exception) -> BaseException:
+    """What one move of a batch that failed as a whole raises: the error a
+    single call would have raised, as a fresh instance per caller (each is
+    raised, and gets its traceback, in a different task)."""
+    translated = _translate(exc)
+    if not isinstance(translated, TidingsError):
+        return translated
+    error = TidingsError(
+        translated.code, translated.message, retry_after_ms=translated.retry_after_ms
+    )
+    error.__cause__ = exc.__cause__ if translated is exc else exc
+    return error
+
+
+async def _fetch_retrying_rollbacks(conn: Any, query: str, *args: object) -> list[Any]:
+    """``conn.fetch`` of a one-statement transaction, run again (at most
+    ``CURSOR_BATCH_ATTEMPTS`` times in all) when PostgreSQL rolled it back as
+    a deadlock victim or serialization failure; the last failure propagates."""
+    for attempt in range(1, CURSOR_BATCH_ATTEMPTS):
+        try:
+            return list(await conn.fetch(query, *args))
+        except _ROLLED_BACK as exc:
+            log.info("cursor batch rolled back (%s), try %d", type(exc).__name__, attempt)
+    return list(await conn.fetch(query, *args))
+
+
+def _cursor_outcome(move: CursorMove, row: Any) -> CursorOutcome:
+    """One result row of ``tidings_advance_cursors_many`` as the caller's outcome."""
+    if row["not_member"]:
+        return TidingsError(ErrorCode.NOT_MEMBER, _NOT_MEMBER_MESSAGE)
+    return CursorState(
+        move.conversation_id,
+        move.user_id,
+        int(row["delivered_seq"]),
+        int(row["read_seq"]),
+        bool(row["moved"]),
+    )
 
 
 # -- migrations ----------------------------------------------------------------
@@ -310,6 +549,7 @@ class PostgresStore:
         max_size: int = DEFAULT_MAX_SIZE,
         acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+        cursor_batch_max: int = CURSOR_BATCH_MAX,
     ) -> None:
         if not url.startswith(URL_PREFIXES):
             raise ValueError(f"not a postgresql URL: {url!r}")
@@ -322,6 +562,8 @@ class PostgresStore:
         self._statement_timeout_ms = statement_timeout_ms
         self._pool: Any = None
         self._epoch = ""
+        self._mark_in_flight: asyncio.Future[int] | None = None
+        self._cursors = CursorBatcher(self._send_cursor_batch, cursor_batch_max)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -363,7 +605,15 @@ class PostgresStore:
             raise _translate(exc) from exc
         self._pool = pool
 
+    @property
+    def cursor_batch_stats(self) -> CursorBatchStats:
+        """How many cursor moves were sent in how many batches (statements)."""
+        return self._cursors.stats
+
     async def close(self) -> None:
+        """Finish (or, after ``CLOSE_TIMEOUT_S``, fail) the queued cursor moves,
+        then close the pool."""
+        await self._cursors.close(CLOSE_TIMEOUT_S)
         pool, self._pool = self._pool, None
         if pool is not None:
             await self._close_pool(pool)
@@ -392,7 +642,7 @@ class PostgresStore:
         """A pooled connection; driver errors leave as TidingsErrors."""
         pool = self._pool
         if pool is None:
-            raise TidingsError(ErrorCode.UNAVAILABLE, "store is closed")
+            raise store_closed()
         try:
             async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
                 yield conn
@@ -626,22 +876,38 @@ class PostgresStore:
         read_seq: int | None,
     ) -> CursorState:
         """See :class:`~tidings.store.base.Store`; ``moved`` reports the member-level
-        cursors, as in the SQLite store."""
-        row = await self._fetchrow(
-            "SELECT * FROM tidings_advance_cursors($1, $2, $3, $4, $5)",
-            conversation_id,
-            user_id,
-            device_id,
-            delivered_seq or 0,
-            read_seq or 0,
+        cursors, as in the SQLite store. The move goes out in the next cursor
+        batch (module docstring); its result and errors are its own."""
+        if self._pool is None:
+            raise store_closed()
+        if not (_pg_text(conversation_id) and _pg_text(user_id) and _pg_text(device_id)):
+            raise TidingsError(ErrorCode.NOT_MEMBER, _NOT_MEMBER_MESSAGE)
+        future: asyncio.Future[CursorState] = asyncio.get_running_loop().create_future()
+        self._cursors.submit(
+            CursorMove(
+                conversation_id,
+                user_id,
+                device_id,
+                _bigint(delivered_seq),
+                _bigint(read_seq),
+                future,
+            )
         )
-        return CursorState(
-            conversation_id,
-            user_id,
-            int(row["delivered_seq"]),
-            int(row["read_seq"]),
-            bool(row["moved"]),
+        return await future
+
+    async def _send_cursor_batch(self, moves: Sequence[CursorMove]) -> list[CursorOutcome]:
+        """One ``tidings_advance_cursors_many`` statement (one transaction) for
+        ``moves``, run again if PostgreSQL chose it as a deadlock victim."""
+        args = (
+            [m.conversation_id for m in moves],
+            [m.user_id for m in moves],
+            [m.device_id for m in moves],
+            [m.delivered_seq for m in moves],
+            [m.read_seq for m in moves],
         )
+        async with self._connection() as conn:
+            rows = await _fetch_retrying_rollbacks(conn, _ADVANCE_CURSORS_MANY, *args)
+        return [_cursor_outcome(move, row) for move, row in zip(moves, rows, strict=True)]
 
     async def list_conversations(
         self, user_id: str, device_id: str, changed_after: int = 0
@@ -649,15 +915,8 @@ class PostgresStore:
         """See :class:`~tidings.store.base.Store`. The version returned is the
         low-water mark (module docstring): computed *before* the rows are read,
         in a statement of its own, so that the rows' snapshot is later than it."""
-        async with self._connection() as conn:
-            # The highest visible version caps the token (rolled-back numbers
-            # then leave it alone); read in the same, earlier snapshot as the
-            # low-water mark, a lower cap is only more conservative.
-            safe, visible_max = await conn.fetchrow(
-                "SELECT tidings_safe_version(),"
-                " (SELECT coalesce(max(version), 0) FROM conversations)"
-            )
-            rows = await conn.fetch(_LIST_CONVERSATIONS, user_id, device_id, changed_after)
+        token = await self._low_water_mark()
+        rows = await self._fetch(_LIST_CONVERSATIONS, user_id, device_id, changed_after)
         states = [
             ConversationState(
                 str(r["conversation_id"]),
@@ -671,7 +930,52 @@ class PostgresStore:
             )
             for r in rows
         ]
-        return states, max(0, min(int(safe), int(visible_max)))
+        return states, token
+
+    async def _low_water_mark(self) -> int:
+        """The sync token floor (module docstring), one computation shared by
+        every listing that asks while it runs.
+
+        Sharing is safe: the shared computation completes before any of its
+        waiters reads its rows, so their rows' snapshots are still later than
+        it, and a mark taken a moment earlier is only more conservative (a
+        change it misses is listed again by the next sync). It matters in a
+        reconnect herd: every ``hello`` and ``sync`` lists conversations, and
+        ``tidings_safe_version()`` takes one cluster-wide lock and scans
+        ``pg_locks``, so a few hundred listings at once queued on it, each
+        holding a pooled connection, and starved every other query."""
+        shared = self._mark_in_flight
+        if shared is not None:
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The caller computing it was cancelled, not this one: compute anew.
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._mark_in_flight = future
+        try:
+            # The highest visible version caps the token (rolled-back numbers
+            # then leave it alone); read in the same, earlier snapshot as the
+            # low-water mark, a lower cap is only more conservative.
+            safe, visible_max = await self._fetchrow(
+                "SELECT tidings_safe_version(),"
+                " (SELECT coalesce(max(version), 0) FROM conversations)"
+            )
+            mark = max(0, min(int(safe), int(visible_max)))
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: waiters, if any, get it too
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            if self._mark_in_flight is future:
+                self._mark_in_flight = None
+        future.set_result(mark)
+        return mark
 
     async def receipt_counts(self, conversation_id: str, seq: int) -> ReceiptCounts:
         row = await self._fetchrow(
