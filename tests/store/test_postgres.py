@@ -13,6 +13,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -688,6 +689,18 @@ async def test_many_function_applies_elements_in_order(
     assert info.value.sqlstate == "TD403"
 
 
+async def lock_member(admin: asyncpg.Connection, cid: str, user_id: str) -> Any:
+    """Open a transaction on `admin` holding one member row locked; the caller ends it."""
+    tx = admin.transaction()
+    await tx.start()
+    await admin.execute(
+        "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
+        cid,
+        user_id,
+    )
+    return tx
+
+
 async def test_a_failed_batch_fails_every_move_unavailable(
     db_url: str, admin: asyncpg.Connection
 ) -> None:
@@ -699,13 +712,7 @@ async def test_a_failed_batch_fails_every_move_unavailable(
         w = await world(store, users=30)
         cid = w.convs[0].conversation_id
         await store.append(text(cid, w.users[0], w.devices[0], "one"))
-        tx = admin.transaction()
-        await tx.start()
-        await admin.execute(
-            "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
-            cid,
-            w.users[5].user_id,
-        )
+        tx = await lock_member(admin, cid, w.users[5].user_id)
         pairs = list(zip(w.users[1:], w.devices[1:], strict=True))
         moves = asyncio.ensure_future(advance_all(store, cid, [(u, d, 1, None) for u, d in pairs]))
         await waiting_on_locks(db_url, 1)
@@ -750,9 +757,7 @@ async def test_a_deadlock_victim_batch_is_run_again(
         )
         lock = "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE"
         await admin.execute("SET deadlock_timeout = '60s'")
-        tx = admin.transaction()
-        await tx.start()
-        await admin.execute(lock, cid, second[0].user_id)
+        tx = await lock_member(admin, cid, second[0].user_id)
         caplog.set_level(logging.INFO, logger="tidings.store.postgres")
         moves = asyncio.ensure_future(
             advance_all(store, cid, [(first[0], first[1], 1, 1), (second[0], second[1], 1, None)])
@@ -774,13 +779,7 @@ async def test_close_finishes_the_moves_in_flight(db_url: str, admin: asyncpg.Co
     w = await world(store, users=3)
     cid = w.convs[0].conversation_id
     await store.append(text(cid, w.users[0], w.devices[0], "one"))
-    tx = admin.transaction()
-    await tx.start()
-    await admin.execute(
-        "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE",
-        cid,
-        w.users[1].user_id,
-    )
+    tx = await lock_member(admin, cid, w.users[1].user_id)
     moves = asyncio.ensure_future(
         advance_all(
             store, cid, [(w.users[1], w.devices[1], 1, None), (w.users[2], w.devices[2], 1, 1)]
