@@ -29,13 +29,12 @@ from tidings.core.models import (
     NewMessage,
     User,
 )
-from tidings.store.postgres import (
-    APPLICATION_NAME,
+from tidings.store.postgres import APPLICATION_NAME, PostgresStore
+from tidings.store.postgres_cursors import (
     CursorBatcher,
     CursorBatchStats,
     CursorMove,
     CursorOutcome,
-    PostgresStore,
 )
 
 WAIT_S = 60.0

@@ -85,9 +85,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -109,6 +107,18 @@ from tidings.core.models import (
     ReceiptCounts,
     Role,
     User,
+)
+from tidings.store.postgres_cursors import (
+    CURSOR_BATCH_MAX,
+    CursorBatcher,
+    CursorBatchStats,
+    CursorMove,
+    CursorOutcome,
+)
+from tidings.store.postgres_errors import (
+    CLOSE_ERRORS,
+    store_closed,
+    translate,
 )
 from tidings.store.rules import new_conversation
 
@@ -163,11 +173,6 @@ APPLICATION_NAME = "tidings"
 """Shown in ``pg_stat_activity``: lets an operator (and the tests) find the
 store's connections."""
 
-CURSOR_BATCH_MAX = 1000
-"""Most cursor moves sent in one statement. One 1000-member group message
-makes about this many on one node at once; a larger batch would hold its
-member row locks (and the one connection) longer while adding little."""
-
 CURSOR_BATCH_ATTEMPTS = 3
 """Tries of one cursor batch that PostgreSQL rolled back as a deadlock or
 serialization failure. Batches cannot deadlock each other (rows are locked in
@@ -183,185 +188,6 @@ _ROLLED_BACK: tuple[type[BaseException], ...] = (
 
 _NO_UPPER_BOUND = 2**63 - 1  # the largest bigint: "no before_seq"
 _MIGRATION_FILE = re.compile(r"^postgres_(\d{3})_[a-z0-9_]+\.sql$")
-
-# Tidings' own SQLSTATEs raised by the SQL functions.
-_SQLSTATE_CODES = {
-    "TD400": ErrorCode.BAD_REQUEST,
-    "TD403": ErrorCode.NOT_MEMBER,
-    "TD404": ErrorCode.NOT_FOUND,
-}
-
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # ConnectionRefusedError, ConnectionResetError, unreachable host...
-    TimeoutError,  # pool acquire, connect or command timeout
-    asyncpg.InterfaceError,  # the connection was closed under us
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, terminate, timeout
-    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialization
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # failed over to a standby
-)
-"""Errors that mean "the database cannot do this now": clients retry."""
-
-_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *_UNAVAILABLE_ERRORS)
-
-
-def unavailable(exc: BaseException) -> TidingsError:
-    """The retryable error clients get when PostgreSQL cannot be reached."""
-    detail = str(exc) or type(exc).__name__
-    return TidingsError(ErrorCode.UNAVAILABLE, f"store unavailable: {detail}", retry_after_ms=1000)
-
-
-def _translate(exc: BaseException) -> BaseException:
-    """Map a driver error to the TidingsError the protocol promises (or keep it)."""
-    if isinstance(exc, asyncpg.PostgresError):
-        code = _SQLSTATE_CODES.get(str(exc.sqlstate))
-        if code is not None:
-            return TidingsError(code, str(exc))
-    if isinstance(exc, _UNAVAILABLE_ERRORS):
-        return unavailable(exc)
-    return exc
-
-
-def store_closed() -> TidingsError:
-    """The retryable error of a call on a closed (or not yet started) store."""
-    return TidingsError(ErrorCode.UNAVAILABLE, "store is closed")
-
-
-# -- cursor batches ----------------------------------------------------------------
-@dataclass(slots=True)
-class CursorMove:
-    """One queued ``advance_cursors`` call and the future its caller awaits."""
-
-    conversation_id: str
-    user_id: str
-    device_id: str
-    delivered_seq: int
-    read_seq: int
-    future: asyncio.Future[CursorState]
-
-
-CursorOutcome = CursorState | TidingsError
-"""What one move of a batch came to: its new state or its own error."""
-
-SendBatch = Callable[[Sequence[CursorMove]], Awaitable[Sequence[CursorOutcome]]]
-"""Sends one batch as one statement; raises if the whole batch failed."""
-
-
-@dataclass(frozen=True, slots=True)
-class CursorBatchStats:
-    """Counters of a :class:`CursorBatcher`: how well moves coalesce (and, for
-    the tests, proof that a batch is one statement)."""
-
-    moves: int
-    batches: int
-
-
-class CursorBatcher:
-    """Coalesces concurrent cursor moves into batches, adding no delay.
-
-    ``submit`` queues a move and, unless a flusher task is already running,
-    starts one; the flusher sends everything queued (at most ``max_batch``)
-    as one batch, waits for it, and repeats while moves are queued, then
-    ends. So a lone move leaves at the next turn of the event loop, and the
-    moves that arrive while a batch is in flight make up the next batch: the
-    batch size follows the load, one batch in flight per store.
-
-    Every future is settled: with its own outcome; with the batch's error if
-    the batch failed as a whole with a :class:`TidingsError` (``unavailable``:
-    the database, not a move, is the problem); or with ``unavailable`` when
-    the batcher is closed. A batch that fails otherwise (an error no single
-    move was expected to cause) is re-sent one move at a time, so that a move
-    the database rejects fails alone, as its own call would have. The flusher
-    carries on with the next batch either way.
-    """
-
-    def __init__(self, send: SendBatch, max_batch: int = CURSOR_BATCH_MAX) -> None:
-        if max_batch < 1:
-            raise ValueError(f"bad max_batch: {max_batch}")
-        self._send = send
-        self._max_batch = max_batch
-        self._queue: deque[CursorMove] = deque()
-        self._flusher: asyncio.Task[None] | None = None
-        self._moves = 0
-        self._batches = 0
-
-    @property
-    def stats(self) -> CursorBatchStats:
-        return CursorBatchStats(self._moves, self._batches)
-
-    def submit(self, move: CursorMove) -> None:
-        """Queue ``move``; its future is settled by the flusher."""
-        self._queue.append(move)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(
-                self._flush(), name="tidings-cursor-flusher"
-            )
-
-    async def close(self, timeout_s: float) -> None:
-        """Let the queued moves finish for up to ``timeout_s``, then cancel
-        the batch in flight and fail whatever is left with ``unavailable``."""
-        flusher = self._flusher
-        if flusher is not None:
-            await asyncio.wait({flusher}, timeout=timeout_s)
-            if not flusher.done():
-                flusher.cancel()
-                await asyncio.wait({flusher}, timeout=timeout_s)
-        while self._queue:
-            _settle_error(self._queue.popleft().future, store_closed())
-
-    async def _flush(self) -> None:
-        """Send batches until the queue is empty (each turn takes at least
-        one move off the queue, so this ends once submissions stop)."""
-        try:
-            while self._queue:
-                batch = self._take()
-                if batch:
-                    await self._run(batch)
-        finally:
-            self._flusher = None
-
-    def _take(self) -> list[CursorMove]:
-        """The next batch: up to ``max_batch`` queued moves whose callers still wait."""
-        batch: list[CursorMove] = []
-        while self._queue and len(batch) < self._max_batch:
-            move = self._queue.popleft()
-            if not move.future.done():  # a cancelled caller needs no move
-                batch.append(move)
-        return batch
-
-    async def _run(self, batch: list[CursorMove]) -> None:
-        """Send one batch and settle all its futures; raises only CancelledError
-        (closing), after failing the batch's futures that are still pending."""
-        try:
-            await self._send_and_settle(batch)
-        except asyncio.CancelledError:
-            for move in batch:
-                _settle_error(move.future, store_closed())
-            raise
-
-    async def _send_and_settle(self, batch: list[CursorMove]) -> None:
-        self._moves += len(batch)
-        self._batches += 1
-        try:
-            outcomes = await self._send(batch)
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} cursor moves")
-        except Exception as exc:
-            if len(batch) > 1 and not isinstance(_translate(exc), TidingsError):
-                log.warning("cursor batch of %d failed, re-sent one by one: %r", len(batch), exc)
-                for move in batch:
-                    if not move.future.done():
-                        await self._send_and_settle([move])
-                return
-            for move in batch:
-                _settle_error(move.future, _error_for_each(exc))
-            return
-        for move, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, TidingsError):
-                _settle_error(move.future, outcome)
-            elif not move.future.done():
-                move.future.set_result(outcome)
 
 
 def _pg_text(value: str) -> bool:
@@ -381,25 +207,6 @@ def _bigint(seq: int | None) -> int:
     """``seq`` in bigint range; the cursor rules clamp to 0..last_seq anyway,
     so this changes no outcome but keeps an absurd value from failing a batch."""
     return min(max(seq or 0, 0), _NO_UPPER_BOUND)
-
-
-def _settle_error(future: asyncio.Future[CursorState], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
-def _error_for_each(exc: Exception) -> BaseException:
-    """What one move of a batch that failed as a whole raises: the error a
-    single call would have raised, as a fresh instance per caller (each is
-    raised, and gets its traceback, in a different task)."""
-    translated = _translate(exc)
-    if not isinstance(translated, TidingsError):
-        return translated
-    error = TidingsError(
-        translated.code, translated.message, retry_after_ms=translated.retry_after_ms
-    )
-    error.__cause__ = exc.__cause__ if translated is exc else exc
-    return error
 
 
 async def _fetch_retrying_rollbacks(conn: Any, query: str, *args: object) -> list[Any]:
@@ -596,13 +403,13 @@ class PostgresStore:
                 },
             )
         except Exception as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         try:
             async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
                 self._epoch = await migrate(conn)
         except Exception as exc:
             await self._close_pool(pool)
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         self._pool = pool
 
     @property
@@ -623,7 +430,7 @@ class PostgresStore:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await pool.close()
-        except _CLOSE_ERRORS:
+        except CLOSE_ERRORS:
             pool.terminate()
 
     async def ping(self) -> None:
@@ -649,7 +456,7 @@ class PostgresStore:
         except TidingsError:
             raise
         except Exception as exc:
-            translated = _translate(exc)
+            translated = translate(exc)
             if translated is exc:
                 raise
             raise translated from exc
