@@ -38,7 +38,7 @@ def test_guards_in_order_draining_full_busy_rate() -> None:
     full = a.check(live=100, draining=False, now=T0)
     assert full is not None
     assert full[0] == REASON_FULL
-    a.handshaking = 2
+    assert a.check(live=0, draining=False, now=T0) is None  # the second of 2 admitted
     busy = a.check(live=5, draining=False, now=T0)
     assert busy is not None
     assert busy[0] == REASON_BUSY
@@ -86,3 +86,13 @@ def test_capacity_counts_the_admitted_queue_by_littles_law() -> None:
     assert a.capacity(T0) == 201 / 1.0  # the measured rate is higher than Little's law
     later = T0 + 10  # no welcomes in the last two seconds: Little's law alone
     assert 64 / 0.5 <= a.capacity(later) < 64 / 0.4
+
+
+def test_a_settled_session_frees_its_slot() -> None:
+    a = admission(handshake_concurrency=1)
+    assert a.check(live=0, draining=False, now=T0) is None
+    assert a.check(live=1, draining=False, now=T0) is not None
+    a.settled(T0, None)  # left without a welcome
+    assert a.check(live=0, draining=False, now=T0) is None
+    a.settled(T0, 0.01)
+    assert a.handshaking == 0

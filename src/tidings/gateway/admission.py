@@ -102,8 +102,8 @@ class Admission:
         self._mean_duration_s: float | None = None
 
     def check(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
-        """None to admit (the caller counts it in ``handshaking``), else the
-        refusal's reason and its Retry-After in seconds (whole, at least 1)."""
+        """None to admit (counted in ``handshaking`` until :meth:`settled`), else
+        the refusal's reason and its Retry-After in seconds (whole, at least 1)."""
         if draining:
             return self._refusal(REASON_DRAINING, self._settings.drain_window_ms / 1000, now)
         if live >= self._max_connections:
@@ -113,10 +113,18 @@ class Admission:
         wait_ms = self._bucket.try_take(now)
         if wait_ms:
             return self._refusal(REASON_RATE, self._backlog_wait(wait_ms / 1000, now), now)
+        self.handshaking += 1
         return None
 
+    def settled(self, now: float, welcomed_after_s: float | None) -> None:
+        """An admitted session got its welcome `welcomed_after_s` after its
+        upgrade, or (None) ended without one."""
+        self.handshaking -= 1
+        if welcomed_after_s is not None:
+            self.welcomed(now, welcomed_after_s)
+
     def welcomed(self, now: float, duration_s: float) -> None:
-        """A session got its welcome `duration_s` after its upgrade was admitted."""
+        """Count a welcome given `duration_s` after its upgrade (the capacity estimate)."""
         self._welcomed.add(now)
         mean = self._mean_duration_s
         self._mean_duration_s = (

@@ -139,7 +139,11 @@ class Gateway:
             compress=False,
             timeout=CLOSE_TIMEOUT_S,
         )
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self._admission.settled(time.monotonic(), None)  # the upgrade itself failed
+            raise
         transport = request.transport
         assert transport is not None
         now = time.monotonic()
@@ -153,7 +157,6 @@ class Gateway:
             now=now,
         )
         self._live[conn.session_id] = (conn, ws)
-        self._admission.handshaking += 1
         opening = True
         try:
             async for msg in ws:
@@ -165,15 +168,14 @@ class Gateway:
                         break
                     if opening and conn.state is State.OPEN:
                         opening = False
-                        self._admission.handshaking -= 1
                         welcomed = time.monotonic()
-                        self._admission.welcomed(welcomed, welcomed - admitted)
+                        self._admission.settled(welcomed, welcomed - admitted)
                         self._metrics.handshake_latency.observe(welcomed - admitted)
                 elif not await self._on_control(conn, ws, msg):
                     break
         finally:
             if opening:
-                self._admission.handshaking -= 1
+                self._admission.settled(time.monotonic(), None)
             await self._forget(conn)
         return ws
 
