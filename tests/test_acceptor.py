@@ -1,6 +1,6 @@
 """The batch acceptor behind ``tidings serve``: every queued connection is
-accepted and served, the listening socket honours ``reuse_port``, and closing
-stops accepting."""
+accepted and served, the listening socket honours ``reuse_port``, a node with
+no room steps off a shared port and comes back, and closing stops accepting."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import asyncio
 import pytest
 
 from tests.procs import free_port
-from tests.wire import WAIT_S
+from tests.wire import WAIT_S, poll
 from tidings.http.acceptor import ACCEPT_BATCH, BatchAcceptor, listening_socket
 
 # More than one batch, so that the acceptor must come back for the rest.
 CLIENTS = ACCEPT_BATCH * 3 + 7
+# Connections per round on a shared port: all on one of two listeners by
+# chance has probability 2 * 2**-40.
+ROUND = 40
+REJOIN_AT = 10
 
 
 class Echo(asyncio.Protocol):
@@ -35,7 +39,7 @@ async def echo_once(port: int, payload: bytes) -> bytes:
 
 
 async def test_a_herd_larger_than_a_batch_is_accepted_and_served() -> None:
-    acceptor = BatchAcceptor(listening_socket("127.0.0.1", 0, reuse_port=False), Echo)
+    acceptor = BatchAcceptor("127.0.0.1", 0, Echo)
     port = acceptor.port
     acceptor.start()
     try:
@@ -62,3 +66,82 @@ def test_reuse_port_lets_two_sockets_share_a_port() -> None:
             listening_socket("127.0.0.1", port, reuse_port=False)
     finally:
         plain.close()
+
+
+class Tag(asyncio.Protocol):
+    """Answers with the name of the listener that accepted the connection."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self.name)
+        transport.close()
+
+
+async def tags(port: int) -> set[bytes]:
+    """Which listeners a round of connections to `port` reached."""
+
+    async def one() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await reader.readexactly(1)
+        finally:
+            writer.close()
+
+    async with asyncio.timeout(WAIT_S):
+        return set(await asyncio.gather(*(one() for _ in range(ROUND))))
+
+
+async def test_a_node_with_no_room_steps_off_a_shared_port_and_comes_back() -> None:
+    port = free_port()
+    room = 100
+    full = BatchAcceptor(
+        "127.0.0.1",
+        port,
+        lambda: Tag(b"F"),
+        reuse_port=True,
+        room=lambda: room,
+        rejoin_at=REJOIN_AT,
+    )
+    other = BatchAcceptor("127.0.0.1", port, lambda: Tag(b"O"), reuse_port=True)
+    full.start()
+    other.start()
+    try:
+        assert await tags(port) == {b"F", b"O"}
+        room = 0
+        await poll(lambda: not full.listening, WAIT_S)
+        assert await tags(port) == {b"O"}
+        room = REJOIN_AT - 1  # some room, but not enough to come back for
+        await asyncio.sleep(0.3)
+        assert not full.listening
+        room = REJOIN_AT
+        await poll(lambda: full.listening, WAIT_S)
+        assert full.port == port
+        assert await tags(port) == {b"F", b"O"}
+    finally:
+        await full.close()
+        await other.close()
+    assert not full.listening
+
+
+async def test_connections_queued_when_a_node_steps_off_are_answered_not_reset() -> None:
+    room = 100
+    acceptor = BatchAcceptor("127.0.0.1", 0, lambda: Tag(b"F"), room=lambda: room)
+    port = acceptor.port
+    # Not started: connections queue in the kernel, as under a herd.
+    try:
+        pending = [asyncio.open_connection("127.0.0.1", port) for _ in range(ROUND)]
+        async with asyncio.timeout(WAIT_S):
+            streams = await asyncio.gather(*pending)
+        room = 0
+        acceptor.start()
+        await poll(lambda: not acceptor.listening, WAIT_S)
+        async with asyncio.timeout(WAIT_S):
+            answers = [await reader.readexactly(1) for reader, _ in streams]
+        assert answers == [b"F"] * ROUND
+        for _, writer in streams:
+            writer.close()
+    finally:
+        await acceptor.close()

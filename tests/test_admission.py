@@ -11,6 +11,7 @@ from tidings.gateway.admission import (
     REASON_DRAINING,
     REASON_FULL,
     REASON_RATE,
+    REJOIN_ROOM,
     Admission,
 )
 from tidings.settings import Settings
@@ -96,3 +97,15 @@ def test_a_settled_session_frees_its_slot() -> None:
     assert a.check(live=0, draining=False, now=T0) is None
     a.settled(T0, 0.01)
     assert a.handshaking == 0
+
+
+def test_room_is_zero_while_full_or_draining_and_rejoining_waits_for_hysteresis() -> None:
+    a = admission(max_connections=1000)
+    assert a.room(live=990, draining=False) == 10
+    assert a.room(live=1000, draining=False) == 0
+    assert a.room(live=1200, draining=False) == 0  # over a lowered limit
+    assert a.room(live=0, draining=True) == 0
+    assert a.rejoin_room == REJOIN_ROOM
+    # A small node must still come back once it has room (half of its maximum).
+    assert admission(max_connections=3).rejoin_room == 1
+    assert admission(max_connections=10).rejoin_room == 5

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,3 +147,16 @@ async def direct_pair(session: aiohttp.ClientSession, http_url: str, ws_url: str
     a, _ = await Raw.connect(session, ws_url, a_acc.token)
     b, _ = await Raw.connect(session, ws_url, b_acc.token)
     return Pair(cid, a_acc, b_acc, a, b)
+
+
+# How often poll() looks.
+POLL_S = 0.05
+
+
+async def poll(check: Callable[[], bool], timeout: float) -> None:
+    """Wait (bounded) until ``check()`` holds, looking every ``POLL_S``."""
+    for _ in range(int(timeout / POLL_S) + 1):
+        if check():
+            return
+        await asyncio.sleep(POLL_S)
+    raise AssertionError(f"condition not met within {timeout} s")

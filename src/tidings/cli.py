@@ -63,7 +63,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from tidings.app import build_node, create_app
-    from tidings.http.acceptor import BatchAcceptor, listening_socket
+    from tidings.http.acceptor import BatchAcceptor
     from tidings.observability.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
@@ -73,7 +73,14 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     await runner.setup()
     assert runner.server is not None
     acceptor = BatchAcceptor(
-        listening_socket(settings.host, settings.port, settings.reuse_port), runner.server
+        settings.host,
+        settings.port,
+        runner.server,
+        reuse_port=settings.reuse_port,
+        # On a shared port, a node with no room steps off it so that new
+        # connections reach the nodes that have some (http/acceptor.py).
+        room=node.gateway.room if settings.reuse_port else None,
+        rejoin_at=node.gateway.rejoin_room,
     )
     acceptor.start()
     print(f"tidings listening on http://{settings.host}:{settings.port}", file=sys.stderr)
@@ -85,7 +92,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await stop.wait()
         log_stop = logging.getLogger("tidings.app")
         log_stop.info("draining", extra={"window_ms": settings.drain_window_ms})
-        # Still accepting while draining: new upgrades get a quick 503.
+        # Still accepting while draining: new upgrades get a quick 503 (on a
+        # shared port, the node steps off it instead).
         await node.gateway.drain()
     finally:
         await acceptor.close()

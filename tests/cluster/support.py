@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import msgspec
 
 from tests.procs import free_port
 from tests.procs import node_env as shared_node_env
-from tests.wire import WAIT_S, Account, Http, Raw
+from tests.wire import POLL_S, WAIT_S, Account, Http, Raw
 
 # A node imports, migrates-checks the store and connects to Redis in about a
 # second on a quiet machine; a loaded 2-core CI box may take several.
@@ -111,9 +111,6 @@ async def readyz(url: str) -> tuple[int, Any]:
         return resp.status, (msgspec.json.decode(body) if body else None)
 
 
-POLL_S = 0.05
-
-
 async def until_status(url: str, status: int, timeout: float) -> dict[str, Any]:
     """Poll /readyz (bounded) until it answers ``status``; its last body."""
     body: Any = None
@@ -125,15 +122,6 @@ async def until_status(url: str, status: int, timeout: float) -> dict[str, Any]:
                 return result
         await asyncio.sleep(POLL_S)
     raise AssertionError(f"{url}/readyz never answered {status}; last: {body}")
-
-
-async def poll(check: Callable[[], bool], timeout: float) -> None:
-    """Wait (bounded) until ``check()`` holds, looking every ``POLL_S``."""
-    for _ in range(int(timeout / POLL_S) + 1):
-        if check():
-            return
-        await asyncio.sleep(POLL_S)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @dataclass

@@ -7,8 +7,8 @@ import asyncio
 
 import aiohttp
 
-from tests.cluster.support import Cluster, history, poll
-from tests.wire import Http
+from tests.cluster.support import Cluster, history
+from tests.wire import Http, poll
 from tidings.client import ResilienceConfig, ResilientClient
 from tidings.client.resilience import MessageSent, SendFailed
 from tidings.faults.balancer import Balancer

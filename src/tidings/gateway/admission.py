@@ -42,6 +42,11 @@ FULL_RETRY_S = 2.0
 MAX_RETRY_S = 60.0
 # The welcome rate assumed before any was measured (and its floor).
 MIN_WELCOME_RATE = 50.0
+# A node that stepped off a shared port for want of room comes back once it
+# has room for this many sessions (or half its maximum, if that is smaller):
+# the hysteresis keeps a node hovering at its limit from leaving and joining
+# the port for every client that comes and goes.
+REJOIN_ROOM = 64
 # Weight of the newest handshake in the mean time from upgrade to welcome.
 DURATION_WEIGHT = 0.05
 # Open files kept free for the store's and bus's connections, logs and the
@@ -115,6 +120,16 @@ class Admission:
             return self._refusal(REASON_RATE, self._backlog_wait(wait_ms / 1000, now), now)
         self.handshaking += 1
         return None
+
+    def room(self, live: int, draining: bool) -> int:
+        """Sessions this node would still take: 0 while draining or full (a node
+        sharing its port then steps off it, http/acceptor.py)."""
+        return 0 if draining else max(0, self._max_connections - live)
+
+    @property
+    def rejoin_room(self) -> int:
+        """The room at which a node that stepped off its shared port comes back."""
+        return min(REJOIN_ROOM, max(1, self._max_connections // 2))
 
     def settled(self, now: float, welcomed_after_s: float | None) -> None:
         """An admitted session got its welcome `welcomed_after_s` after its

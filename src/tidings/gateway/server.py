@@ -69,6 +69,15 @@ class Gateway:
     def draining(self) -> bool:
         return self._draining
 
+    def room(self) -> int:
+        """Sessions this node would still take (0 while draining or full)."""
+        return self._admission.room(len(self._live), self._draining)
+
+    @property
+    def rejoin_room(self) -> int:
+        """The room at which a node that stepped off its shared port comes back."""
+        return self._admission.rejoin_room
+
     async def drain(self) -> None:
         """Graceful shutdown: refuse new sessions, tell every client to
         reconnect after a random delay over the drain window (so that they do
