@@ -11,16 +11,27 @@ cheap 503 and a ``Retry-After``:
 
 Why the ``Retry-After`` grows with the backlog: a fixed one sends a herd of
 N refused clients back together a second later, to be refused again, and the
-refusals themselves cost the node accept + parse + answer. Measured with
-50,000 clients (docs/benchmarks.md), the node then spent most of the first
-twenty seconds answering 503s and admitted a few dozen handshakes a second.
-So the answer spreads the refused clients over ``refused_per_s / capacity``
-seconds: if they return uniformly over that window, they arrive at about the
-rate this node can welcome. The capacity is the larger of the welcomes of the
-last two seconds and Little's law over the admitted queue
-(``handshake_concurrency`` / the mean time from upgrade to welcome): at the
-start of a herd the node has not welcomed much yet, and the first alone would
+refusals themselves cost the node accept + parse + answer (about 80 µs each
+here, against a few ms for a handshake). Measured with 50,000 clients
+(docs/benchmarks.md), the node then spent most of the first twenty seconds
+answering 503s and admitted a few dozen handshakes a second. So the answer
+spreads the refused clients over a window of ``refused_per_s / capacity``
+seconds, centred on it (uniform in ``[w/2, 3w/2]``): if they return
+uniformly over that window, they arrive at about the rate this node can
+welcome. The capacity is the largest of the welcomes of the last two
+seconds, Little's law over the admitted queue (``handshake_concurrency`` /
+the mean time from upgrade to welcome) and :data:`MIN_WELCOME_RATE`: at the
+start of a herd the node has not welcomed much yet, and that alone would
 send clients away for far longer than needed.
+
+Erring long is worse than erring short. Too short, and a refused client comes
+back early and is refused again: one more cheap 503. Too long, and it idles
+while the node has room: measured at 50,000 clients, with a floor of 50
+welcomes/s and waits of up to 2 x 60 s, the nodes sat half idle from the
+sixth second on while the last clients waited out their Retry-After, and
+all were back only after 121 s. Hence the floor of a realistic node's
+rate, and a cap (:data:`MAX_RETRY_S`) that keeps every wait inside the
+minute the clients' own backoff schedule implies.
 """
 
 from __future__ import annotations
@@ -38,10 +49,13 @@ BUSY_RETRY_S = 1.0
 # ... when it is full: the retry may land on another node at once, or here
 # once clients have left.
 FULL_RETRY_S = 2.0
-# The backlog-scaled wait is capped: clients cap their own backoff at 60 s.
-MAX_RETRY_S = 60.0
-# The welcome rate assumed before any was measured (and its floor).
-MIN_WELCOME_RATE = 50.0
+# The backlog-scaled wait is capped so that the longest (1.5 x this) stays
+# inside the minute that the clients' own backoff schedule implies.
+MAX_RETRY_S = 30.0
+# The welcome rate assumed before any was measured (and its floor): a node
+# welcomed 200-350 handshakes/s during the 50,000-client storm on the shared
+# two cores (docs/benchmarks.md); any real server does at least this.
+MIN_WELCOME_RATE = 200.0
 # A node that stepped off a shared port for want of room comes back once it
 # has room for this many sessions (or half its maximum, if that is smaller):
 # the hysteresis keeps a node hovering at its limit from leaving and joining
@@ -110,14 +124,15 @@ class Admission:
         """None to admit (counted in ``handshaking`` until :meth:`settled`), else
         the refusal's reason and its Retry-After in seconds (whole, at least 1)."""
         if draining:
-            return self._refusal(REASON_DRAINING, self._settings.drain_window_ms / 1000, now)
+            window_s = self._settings.drain_window_ms / 1000
+            return self._refusal(REASON_DRAINING, window_s, window_s, now)
         if live >= self._max_connections:
-            return self._refusal(REASON_FULL, self._backlog_wait(FULL_RETRY_S, now), now)
+            return self._backlog_refusal(REASON_FULL, FULL_RETRY_S, now)
         if self.handshaking >= self._settings.handshake_concurrency:
-            return self._refusal(REASON_BUSY, self._backlog_wait(BUSY_RETRY_S, now), now)
+            return self._backlog_refusal(REASON_BUSY, BUSY_RETRY_S, now)
         wait_ms = self._bucket.try_take(now)
         if wait_ms:
-            return self._refusal(REASON_RATE, self._backlog_wait(wait_ms / 1000, now), now)
+            return self._backlog_refusal(REASON_RATE, wait_ms / 1000, now)
         self.handshaking += 1
         return None
 
@@ -154,11 +169,12 @@ class Admission:
             rate = max(rate, self._settings.handshake_concurrency / mean)
         return rate
 
-    def _backlog_wait(self, floor_s: float, now: float) -> float:
-        return min(MAX_RETRY_S, max(floor_s, self._refused.rate(now) / self.capacity(now)))
+    def _backlog_refusal(self, reason: str, floor_s: float, now: float) -> tuple[str, float]:
+        wait_s = min(MAX_RETRY_S, max(floor_s, self._refused.rate(now) / self.capacity(now)))
+        return self._refusal(reason, wait_s / 2, wait_s, now)
 
-    def _refusal(self, reason: str, wait_s: float, now: float) -> tuple[str, float]:
+    def _refusal(self, reason: str, low_s: float, spread_s: float, now: float) -> tuple[str, float]:
+        """Retry-After uniform over [low, low + spread]: the refused come back spread out."""
         self._refused.add(now)
-        # Uniform over [wait, 2 x wait]: the refused come back spread out.
-        seconds = max(1, math.ceil(wait_s + random.uniform(0, wait_s)))
+        seconds = max(1, math.ceil(low_s + random.uniform(0, spread_s)))
         return reason, float(seconds)
