@@ -444,7 +444,7 @@ def _row(
             return None
         return round(back_s[max(need, 1) - 1], 3)
 
-    handshakes = sorted(x for r in results for x in r["handshake_ms"])
+    handshakes = sorted(ms for r in results for _, ms in r["handshake_ms"])
     attempts = _merge(results, "attempts")
     successes = _merge(results, "successes")
     refused = _merge(results, "refused")
@@ -464,6 +464,13 @@ def _row(
         return out
 
     a, ok, r503, fail = (per_second(c) for c in (attempts, successes, refused, failures))
+    # Where in the storm the slow handshakes are: p99 of those ending in each second.
+    latencies: list[list[float]] = [[] for _ in range(seconds)]
+    for r in results:
+        for bucket, ms in r["handshake_ms"]:
+            s = math.floor((bucket - event_bucket) * BUCKET_NS / 1e9)
+            if 0 <= s < seconds:
+                latencies[s].append(ms)
     back_per_s = [0] * seconds
     for t in back_s:
         if 0 <= t < seconds:
@@ -480,6 +487,7 @@ def _row(
                 "refused_503": r503[s],
                 "failed": fail[s],
                 "back": cumulative,
+                "handshake_p99_ms": _round(percentile(sorted(latencies[s]), 99)),
             }
         )
     # 100 ms resolution for the plot: (seconds after the event, attempts per second).

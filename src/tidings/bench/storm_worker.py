@@ -189,7 +189,8 @@ class StormWorker:
         self.successes: Counter[int] = Counter()
         self.refused: Counter[int] = Counter()
         self.failures: Counter[int] = Counter()
-        self.handshake_ms: list[float] = []
+        # (bucket the handshake ended in, its latency in ms)
+        self.handshake_ms: list[tuple[int, float]] = []
         self.reconnect_frames = 0
         self.sent = 0
         self.rng = random.Random(spec.seed)
@@ -286,7 +287,8 @@ class StormWorker:
                 continue
             if armed:
                 self.successes[self.bucket()] += 1
-                self.handshake_ms.append((time.perf_counter() - start) * 1000)
+                latency_ms = (time.perf_counter() - start) * 1000
+                self.handshake_ms.append((self.bucket(), latency_ms))
             return True
         return False
 
