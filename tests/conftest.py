@@ -8,7 +8,6 @@ a documented setting), so that tests can create a thousand users.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tidings.app import Node, build_node, create_app
+from tidings.app import Node, build_node, create_app, open_acceptor
+from tidings.http.acceptor import BatchAcceptor
 from tidings.settings import Settings
 
 # Cheap argon2 for tests: the production default is 64 MiB and 3 passes.
@@ -30,7 +30,11 @@ TEST_HANDSHAKE_CONCURRENCY = 100_000
 class RunningServer:
     node: Node
     runner: web.AppRunner
-    port: int
+    acceptor: BatchAcceptor
+
+    @property
+    def port(self) -> int:
+        return self.acceptor.port
 
     @property
     def http_url(self) -> str:
@@ -41,6 +45,7 @@ class RunningServer:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
     async def stop(self) -> None:
+        await self.acceptor.close()
         await self.runner.cleanup()
 
 
@@ -57,16 +62,22 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return base.replace(**overrides)
 
 
-async def start_server(settings: Settings) -> RunningServer:
+async def start_server(
+    settings: Settings, port: int = 0, shutdown_timeout: float = 60.0
+) -> RunningServer:
+    """A node served the way `tidings serve` serves it, on `port` (0: a free one)."""
     node = build_node(settings)
-    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(node),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+    )
     await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
-    await site.start()
-    return RunningServer(node, runner, sock.getsockname()[1])
+    assert runner.server is not None
+    acceptor = open_acceptor(node, runner.server, settings.replace(host="127.0.0.1", port=port))
+    acceptor.start()
+    return RunningServer(node, runner, acceptor)
 
 
 ServerFactory = Callable[..., Awaitable[RunningServer]]

@@ -86,6 +86,7 @@ async def tags(port: int) -> set[bytes]:
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")  # accepted once it speaks
             return await reader.readexactly(1)
         finally:
             writer.close()
@@ -135,6 +136,11 @@ async def test_connections_queued_when_a_node_steps_off_are_answered_not_reset()
         pending = [asyncio.open_connection("127.0.0.1", port) for _ in range(ROUND)]
         async with asyncio.timeout(WAIT_S):
             streams = await asyncio.gather(*pending)
+            for _, writer in streams:
+                # A client speaks first; until then the kernel holds the
+                # connection back from accept (TCP_DEFER_ACCEPT).
+                writer.write(b"GET / HTTP/1.1\r\n\r\n")
+                await writer.drain()
         room = 0
         acceptor.start()
         await poll(lambda: not acceptor.listening, WAIT_S)
@@ -143,5 +149,44 @@ async def test_connections_queued_when_a_node_steps_off_are_answered_not_reset()
         assert answers == [b"F"] * ROUND
         for _, writer in streams:
             writer.close()
+    finally:
+        await acceptor.close()
+
+
+REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def refuse_upgrades(head: bytes) -> bytes | None:
+    return REFUSED if head.startswith(b"GET /refused ") else None
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Send `request`; read until EOF or the request's length (bounded)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(WAIT_S):
+            writer.write(request)
+            answer = b""
+            while len(answer) < len(request) and (chunk := await reader.read(4096)):
+                answer += chunk
+            return answer
+    finally:
+        writer.close()
+
+
+async def test_the_screen_answers_on_the_bare_socket_and_passes_the_rest_on() -> None:
+    acceptor = BatchAcceptor("127.0.0.1", 0, Echo, screen=refuse_upgrades)
+    acceptor.start()
+    try:
+        refused = b"GET /refused HTTP/1.1\r\nHost: x\r\n\r\n"
+        # Answered and closed (EOF after the answer: the head was read off, so
+        # the close is a FIN, not a reset that could drop the answer).
+        assert await exchange(acceptor.port, refused) == REFUSED
+        # Anything else reaches the protocol with its bytes intact.
+        other = b"GET /other HTTP/1.1\r\n\r\n"
+        assert await exchange(acceptor.port, other) == other
+        # So does a head that has not fully arrived: the screen sees whole heads only.
+        partial = b"GET /refused HTTP/1.1\r\nHost:"
+        assert await exchange(acceptor.port, partial) == partial
     finally:
         await acceptor.close()

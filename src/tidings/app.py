@@ -26,9 +26,10 @@ from tidings.gateway.presence import PresenceHub
 from tidings.gateway.receipts import ReceiptAggregator
 from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
-from tidings.gateway.server import Gateway
+from tidings.gateway.server import WS_PATH, Gateway
 from tidings.gateway.session import SessionHandler
 from tidings.http import schemas
+from tidings.http.acceptor import BatchAcceptor
 from tidings.http.api import CATCH_ALL, HttpApi, guarded, json_response, no_such_route
 from tidings.http.openapi import build_openapi
 from tidings.observability.metrics import Metrics
@@ -218,7 +219,7 @@ def create_app(node: Node) -> web.Application:
     app.add_routes(api.routes())
     app.add_routes(
         [
-            web.get("/v1/ws", node.gateway.handle),
+            web.get(WS_PATH, node.gateway.handle),
             web.get("/healthz", guarded(node.metrics, healthz)),
             web.get("/readyz", guarded(node.metrics, readyz)),
             web.get("/metrics", guarded(node.metrics, metrics)),
@@ -240,3 +241,19 @@ def create_app(node: Node) -> web.Application:
     app.on_shutdown.append(close_sessions)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def open_acceptor(node: Node, server: web.Server, settings: Settings) -> BatchAcceptor:
+    """The node's listening socket with its batch acceptor (not started):
+    refused upgrades are answered at accept (the gateway's screen) and, on a
+    shared port, a node with no room steps off it so that new connections
+    reach the nodes that have some (http/acceptor.py)."""
+    return BatchAcceptor(
+        settings.host,
+        settings.port,
+        server,
+        reuse_port=settings.reuse_port,
+        room=node.gateway.room if settings.reuse_port else None,
+        rejoin_at=node.gateway.rejoin_room,
+        screen=node.gateway.screen,
+    )

@@ -62,8 +62,7 @@ def tune_gc() -> None:
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from tidings.app import build_node, create_app
-    from tidings.http.acceptor import BatchAcceptor
+    from tidings.app import build_node, create_app, open_acceptor
     from tidings.observability.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
@@ -72,16 +71,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     await runner.setup()
     assert runner.server is not None
-    acceptor = BatchAcceptor(
-        settings.host,
-        settings.port,
-        runner.server,
-        reuse_port=settings.reuse_port,
-        # On a shared port, a node with no room steps off it so that new
-        # connections reach the nodes that have some (http/acceptor.py).
-        room=node.gateway.room if settings.reuse_port else None,
-        rejoin_at=node.gateway.rejoin_room,
-    )
+    acceptor = open_acceptor(node, runner.server, settings)
     acceptor.start()
     print(f"tidings listening on http://{settings.host}:{settings.port}", file=sys.stderr)
     stop = asyncio.Event()

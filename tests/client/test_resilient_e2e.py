@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from aiohttp import web
 
-from tests.conftest import RunningServer, make_settings
-from tidings.app import build_node, create_app
+from tests.conftest import RunningServer, make_settings, start_server
 from tidings.client import (
     AppEvent,
     Message,
@@ -108,19 +106,8 @@ async def start_on_port(data_dir: Path, port: int) -> RunningServer:
     Stopping it is abrupt, like a crash: open WebSockets get no goodbye and
     the clients notice the dead link by themselves.
     """
-    node = build_node(make_settings(data_dir, heartbeat_ms=RESTART_HEARTBEAT_MS))
-    runner = web.AppRunner(
-        create_app(node),
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=RESTART_SHUTDOWN_S,
-    )
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    await web.SockSite(runner, sock).start()
-    return RunningServer(node, runner, port)
+    settings = make_settings(data_dir, heartbeat_ms=RESTART_HEARTBEAT_MS)
+    return await start_server(settings, port, shutdown_timeout=RESTART_SHUTDOWN_S)
 
 
 async def test_server_restart_mid_traffic_loses_and_duplicates_nothing(tmp_path: Path) -> None:

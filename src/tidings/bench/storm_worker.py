@@ -9,9 +9,9 @@ the shared two cores as little as possible):
   its cursor for the one group a chatter is in) until ``sync_done`` with
   ``more: false``: only then is it *back*;
 - after a drop, wait one :class:`~tidings.client.backoff.Backoff` interval (the
-  first attempt too); a ``reconnect`` frame's ``after_ms`` replaces that
-  interval and a 503's ``Retry-After`` is a floor under the next one (the SDK's
-  rules, :mod:`tidings.client.resilience`); with ``backoff="none"`` it
+  first attempt too); a ``reconnect`` frame's ``after_ms`` and a 503's
+  ``Retry-After`` replace that interval without moving the schedule on (the
+  SDK's rules, :mod:`tidings.client.resilience`); with ``backoff="none"`` it
   reconnects at once and retries every :data:`NONE_RETRY_S`;
 - chatters send to their group at a low rate; a send stays pending until its
   ``ack`` and is sent again (same ``client_msg_id``) after every reconnect.
@@ -276,8 +276,7 @@ class StormWorker:
             except Refused503 as exc:
                 if armed:
                     self.refused[self.bucket()] += 1
-                floor = exc.retry_after_s
-                delay = max(backoff.next_delay(), floor) if default else NONE_RETRY_S
+                delay = exc.retry_after_s if default else NONE_RETRY_S
                 continue
             except NETWORK_ERRORS as exc:
                 if armed:

@@ -30,10 +30,11 @@ connected: that is the restart flush.
 **Reconnect.** After a drop the next attempt waits one
 :class:`~tidings.client.backoff.Backoff` interval (the first one too: a server
 restart drops every client at once, and an immediate reconnect would be a
-thundering herd). A ``reconnect`` frame's ``after_ms`` replaces the interval
-(the server already randomised it), a ``retry_after_ms`` or HTTP 503
-``Retry-After`` is a floor under it. The schedule resets once a connection has
-stayed up ``stable_after`` seconds, so a flapping link keeps backing off.
+thundering herd). A ``reconnect`` frame's ``after_ms`` and an HTTP 503's
+``Retry-After`` replace the interval and do not move the schedule on: the
+server is up, and it has randomised the delay over its own backlog already.
+The schedule resets once a connection has stayed up ``stable_after``
+seconds, so a flapping link keeps backing off.
 
 **Receive side.** Every message (live, redelivered, from a sync, or our own
 from its ``ack``) goes through one path: dropped if its (conversation, seq)
@@ -698,10 +699,14 @@ class ResilientCore:
         if self._forced_delay is not None:
             delay = self._forced_delay  # the server's drain delay, already randomised
             self._forced_delay = None
+        elif retry_after is not None:
+            # A 503's Retry-After: the server is up and spreads the clients it
+            # refuses itself (jittered, scaled to its backlog). Adding our own
+            # interval on top, and moving the schedule on, sent clients refused
+            # a few times in a herd 30-60 s away while the nodes had room.
+            delay = retry_after
         else:
             delay = self.backoff.next_delay()
-        if retry_after is not None:
-            delay = max(delay, retry_after)
         self._link = _Link.WAITING
         self._reconnect_at = now + delay
         self._events.append(ConnectionChanged("offline", delay, reason))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import random
 import resource
+from collections import deque
 
 from tidings.core.ratelimit import TokenBucket
 from tidings.settings import Settings
@@ -56,6 +57,9 @@ MAX_RETRY_S = 30.0
 # welcomed 200-350 handshakes/s during the 50,000-client storm on the shared
 # two cores (docs/benchmarks.md); any real server does at least this.
 MIN_WELCOME_RATE = 200.0
+# An upgrade that passed screen() counts against handshake_concurrency until
+# its check(), or this long (its client may be gone before the request is read).
+SCREENED_TTL_S = 1.0
 # A node that stepped off a shared port for want of room comes back once it
 # has room for this many sessions (or half its maximum, if that is smaller):
 # the hysteresis keeps a node hovering at its limit from leaving and joining
@@ -119,21 +123,46 @@ class Admission:
         self._welcomed = _PerSecond()
         self._refused = _PerSecond()
         self._mean_duration_s: float | None = None
+        self._screened: deque[float] = deque()  # when upgrades passed screen()
 
     def check(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
         """None to admit (counted in ``handshaking`` until :meth:`settled`), else
         the refusal's reason and its Retry-After in seconds (whole, at least 1)."""
+        if self._screened:
+            self._screened.popleft()  # (most likely) this upgrade's own pass
+        refusal = self._guards(live, draining, now, pending=0)
+        if refusal is not None:
+            return refusal
+        wait_ms = self._bucket.try_take(now)
+        if wait_ms:
+            return self._backlog_refusal(REASON_RATE, wait_ms / 1000, now)
+        self.handshaking += 1
+        return None
+
+    def screen(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
+        """Asked by the acceptor when an upgrade arrives, before any HTTP
+        machinery runs (http/acceptor.py), so that a refusal costs a few µs
+        instead of ~80: the guards that need no token (draining, full, busy),
+        a refusal or None. An upgrade let through is counted as pending until
+        its :meth:`check` (or for :data:`SCREENED_TTL_S`): a batch of
+        connections accepted at once must not all pass one free slot."""
+        while self._screened and now - self._screened[0] > SCREENED_TTL_S:
+            self._screened.popleft()
+        refusal = self._guards(live, draining, now, pending=len(self._screened))
+        if refusal is None:
+            self._screened.append(now)
+        return refusal
+
+    def _guards(
+        self, live: int, draining: bool, now: float, pending: int
+    ) -> tuple[str, float] | None:
         if draining:
             window_s = self._settings.drain_window_ms / 1000
             return self._refusal(REASON_DRAINING, window_s, window_s, now)
         if live >= self._max_connections:
             return self._backlog_refusal(REASON_FULL, FULL_RETRY_S, now)
-        if self.handshaking >= self._settings.handshake_concurrency:
+        if self.handshaking + pending >= self._settings.handshake_concurrency:
             return self._backlog_refusal(REASON_BUSY, BUSY_RETRY_S, now)
-        wait_ms = self._bucket.try_take(now)
-        if wait_ms:
-            return self._backlog_refusal(REASON_RATE, wait_ms / 1000, now)
-        self.handshaking += 1
         return None
 
     def room(self, live: int, draining: bool) -> int:

@@ -38,6 +38,30 @@ log = logging.getLogger("tidings.gateway")
 SWEEP_FRACTION = 4
 # Give a closing handshake this long before the socket is dropped.
 CLOSE_TIMEOUT_S = 2.0
+# The WebSocket endpoint (app.py routes it here).
+WS_PATH = "/v1/ws"
+# Request heads screen() answers: an upgrade of WS_PATH, with or without a query.
+_WS_REQUESTS = (f"GET {WS_PATH} ".encode(), f"GET {WS_PATH}?".encode())
+
+
+def refusal_body(reason: str, seconds: int) -> bytes:
+    """The JSON error of a refused upgrade (the same whoever answers it)."""
+    return encode(
+        ErrorFrame(
+            code="unavailable", message=reason, retryable=True, retry_after_ms=seconds * 1000
+        )
+    )
+
+
+def raw_refusal(reason: str, seconds: int) -> bytes:
+    """A whole HTTP 503 response, for the acceptor to write on the bare socket."""
+    body = refusal_body(reason, seconds)
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Type: application/json; charset=utf-8\r\n"
+        b"Retry-After: %d\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (seconds, len(body), body)
+    )
 
 
 class Gateway:
@@ -127,15 +151,23 @@ class Gateway:
             status=503,
             headers={"Retry-After": str(seconds)},
             content_type="application/json",
-            body=encode(
-                ErrorFrame(
-                    code="unavailable",
-                    message=reason,
-                    retryable=True,
-                    retry_after_ms=seconds * 1000,
-                )
-            ),
+            body=refusal_body(reason, seconds),
         )
+
+    def screen(self, head: bytes) -> bytes | None:
+        """The acceptor's first look at a new connection's request head: the
+        raw 503 for an upgrade that admission refuses now, else None (the
+        request goes on to aiohttp and :meth:`handle`). Under a reconnect herd
+        most upgrades are refused, and this way a refusal costs no protocol
+        object, parser or handler task."""
+        if not head.startswith(_WS_REQUESTS):
+            return None
+        refusal = self._admission.screen(len(self._live), self._draining, time.monotonic())
+        if refusal is None:
+            return None
+        reason, retry_after_s = refusal
+        self._metrics.handshakes_refused.labels(reason).inc()
+        return raw_refusal(reason, int(retry_after_s))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         refusal = self._admission.check(len(self._live), self._draining, time.monotonic())

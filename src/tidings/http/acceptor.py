@@ -27,6 +27,15 @@ retry reaches a node with room. It listens again once its room is at least
 accepted (and refused by admission) before it closes; the few that reach it
 in between are reset by the kernel unless ``net.ipv4.tcp_migrate_req`` is 1,
 which hands them to another listener.
+
+With ``screen``, the acceptor peeks at each new connection's request head
+(``MSG_PEEK``: the bytes stay for aiohttp) and asks it whether to answer at
+once. The gateway answers refused upgrades this way: a 503 from aiohttp's
+machinery costs the node about 80 µs (protocol object, parser, handler task,
+response), written straight on the socket 17 µs (measured, with
+``TCP_DEFER_ACCEPT`` so that the head is there to see), and in a reconnect
+herd most upgrades are refused. Only a complete head is screened (the request is
+then read off before the answer, so that closing sends FIN, not RST).
 """
 
 from __future__ import annotations
@@ -47,6 +56,15 @@ LISTEN_BACKLOG = 4096
 # Out of file descriptors or memory: stop accepting this long (as asyncio does).
 RESOURCE_PAUSE_S = 1.0
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# TCP_DEFER_ACCEPT: the kernel hands over a connection once its first bytes
+# (the request) have arrived, or after this many seconds. Without it a node
+# that is not busy accepts before the request is there, so the screen cannot
+# see it (measured: a refused upgrade cost 80 µs of node CPU with it off, 17 µs
+# with it on); and a client that connects and sends nothing costs no
+# descriptor or handshake slot until then.
+DEFER_ACCEPT_S = 1
+# Bytes peeked at for screen(): a WebSocket upgrade's head is 200-500 bytes.
+HEAD_PEEK_BYTES = 2048
 # How often a node off the port looks at its room (and a listening one checks
 # it between connections, so it steps off within this long of filling up).
 ROOM_POLL_S = 0.1
@@ -60,6 +78,8 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
@@ -84,12 +104,14 @@ class BatchAcceptor:
         reuse_port: bool = False,
         room: Callable[[], int] | None = None,
         rejoin_at: int = 1,
+        screen: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self._host = host
         self._reuse_port = reuse_port
         self._factory = protocol_factory
         self._room = room
         self._rejoin_at = max(1, rejoin_at)
+        self._screen = screen
         self._loop = asyncio.get_running_loop()
         self._sock: socket.socket | None = listening_socket(host, port, reuse_port)
         # Port 0 binds an ephemeral port: listening again must take the same one.
@@ -137,9 +159,35 @@ class BatchAcceptor:
                     log.warning("accept failed", extra={"error": str(exc)})
                 return
             conn.setblocking(False)
+            if self._screen is not None and self._answered(conn, self._screen):
+                continue
             task = self._loop.create_task(self._connect(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    @staticmethod
+    def _answered(conn: socket.socket, screen: Callable[[bytes], bytes | None]) -> bool:
+        """True if `screen` answered the connection's request head (and it is closed)."""
+        try:
+            head = conn.recv(HEAD_PEEK_BYTES, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing sent yet: aiohttp waits for it
+        except OSError:
+            conn.close()
+            return True
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        answer = screen(head)
+        if answer is None:
+            return False
+        try:
+            conn.recv(end + 4)  # the head was peeked: this does not block
+            conn.send(answer)  # a few hundred bytes into an empty buffer
+        except OSError:
+            pass  # the client is gone: nothing to answer
+        conn.close()
+        return True
 
     async def _connect(self, conn: socket.socket) -> object:
         try:
