@@ -444,7 +444,9 @@ def _row(
             return None
         return round(back_s[max(need, 1) - 1], 3)
 
-    handshakes = sorted(ms for r in results for _, ms in r["handshake_ms"])
+    handshakes = sorted(ms for r in results for _, ms, _ in r["handshake_ms"])
+    # The part until the 101 (TCP connect, accept, upgrade); the rest is hello -> welcome.
+    upgrades = sorted(up for r in results for _, _, up in r["handshake_ms"])
     attempts = _merge(results, "attempts")
     successes = _merge(results, "successes")
     refused = _merge(results, "refused")
@@ -467,7 +469,7 @@ def _row(
     # Where in the storm the slow handshakes are: p99 of those ending in each second.
     latencies: list[list[float]] = [[] for _ in range(seconds)]
     for r in results:
-        for bucket, ms in r["handshake_ms"]:
+        for bucket, ms, _ in r["handshake_ms"]:
             s = math.floor((bucket - event_bucket) * BUCKET_NS / 1e9)
             if 0 <= s < seconds:
                 latencies[s].append(ms)
@@ -538,6 +540,7 @@ def _row(
         "back_100_s": back_at(1.0),
         "handshake_p50_ms": _round(percentile(handshakes, 50)),
         "handshake_p99_ms": _round(percentile(handshakes, 99)),
+        "upgrade_p99_ms": _round(percentile(upgrades, 99)),
         "handshakes": len(handshakes),
         "attempts": sum(attempts.values()),
         "peak_attempts_per_s": max(a) if a else 0,

@@ -189,16 +189,17 @@ class StormWorker:
         self.successes: Counter[int] = Counter()
         self.refused: Counter[int] = Counter()
         self.failures: Counter[int] = Counter()
-        # (bucket the handshake ended in, its latency in ms)
-        self.handshake_ms: list[tuple[int, float]] = []
+        # (bucket the handshake ended in, its latency in ms, of which until the 101)
+        self.handshake_ms: list[tuple[int, float, float]] = []
         self.reconnect_frames = 0
         self.sent = 0
         self.rng = random.Random(spec.seed)
 
     # -- connections ----------------------------------------------------------------
 
-    async def open_ws(self, c: SClient) -> None:
-        """Connect and authenticate (hello -> welcome); raises Refused503 on a 503."""
+    async def open_ws(self, c: SClient) -> float:
+        """Connect and authenticate (hello -> welcome); raises Refused503 on a
+        503. Returns when (perf_counter) the upgrade was answered 101."""
         try:
             sources = self.spec.local_addrs
             source = sources[c.spec.index % len(sources)] if sources else None
@@ -209,6 +210,7 @@ class StormWorker:
                 retry = float(header) if header and header.isdigit() else 1.0
                 raise Refused503(retry) from None
             raise ConnectionRefusedError(str(exc)) from None
+        upgraded = time.perf_counter()
         try:
             c.ws = ws
             await c.send(Hello(c.spec.token))
@@ -218,7 +220,7 @@ class StormWorker:
                     raise ConnectionResetError("closed before welcome")
                 frame = _decode(data)
                 if frame.type == "welcome":
-                    return
+                    return upgraded
                 if frame.type == "error":
                     raise ConnectionRefusedError(f"hello refused: {frame.code}")
             raise ConnectionResetError("no welcome")
@@ -272,7 +274,7 @@ class StormWorker:
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                    await self.open_ws(c)
+                    upgraded = await self.open_ws(c)
             except Refused503 as exc:
                 if armed:
                     self.refused[self.bucket()] += 1
@@ -287,7 +289,8 @@ class StormWorker:
             if armed:
                 self.successes[self.bucket()] += 1
                 latency_ms = (time.perf_counter() - start) * 1000
-                self.handshake_ms.append((self.bucket(), latency_ms))
+                upgrade_ms = (upgraded - start) * 1000
+                self.handshake_ms.append((self.bucket(), latency_ms, upgrade_ms))
             return True
         return False
 

@@ -23,10 +23,10 @@ was killed, the two survivors filled up at their open-file limit and two of
 every three retries landed on them, so 15% of the affected clients were still
 out after 90 s. A node that stops listening leaves the group, and every
 retry reaches a node with room. It listens again once its room is at least
-``rejoin_at`` (the gateway's hysteresis). Connections already queued on the socket are
-accepted (and refused by admission) before it closes; the few that reach it
-in between are reset by the kernel unless ``net.ipv4.tcp_migrate_req`` is 1,
-which hands them to another listener.
+``rejoin_at`` (the gateway's hysteresis). Connections already queued on the
+socket are accepted (and refused by admission) before it closes; the few
+that reach it in between are reset by the kernel unless
+``net.ipv4.tcp_migrate_req`` is 1, which hands them to another listener.
 
 With ``screen``, the acceptor peeks at each new connection's request head
 (``MSG_PEEK``: the bytes stay for aiohttp) and asks it whether to answer at
@@ -34,8 +34,9 @@ once. The gateway answers refused upgrades this way: a 503 from aiohttp's
 machinery costs the node about 80 µs (protocol object, parser, handler task,
 response), written straight on the socket 17 µs (measured, with
 ``TCP_DEFER_ACCEPT`` so that the head is there to see), and in a reconnect
-herd most upgrades are refused. Only a complete head is screened (the request is
-then read off before the answer, so that closing sends FIN, not RST).
+herd most upgrades are refused. Only a complete head is screened (the
+request is then read off before the answer, so that closing sends FIN, not
+RST).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 DEFER_ACCEPT_S = 1
 # Bytes peeked at for screen(): a WebSocket upgrade's head is 200-500 bytes.
 HEAD_PEEK_BYTES = 2048
-# How often a node off the port looks at its room (and a listening one checks
-# it between connections, so it steps off within this long of filling up).
+# How often the acceptor looks at its node's room: a node steps off the port
+# within this long of filling up, and back on within this long of having room.
 ROOM_POLL_S = 0.1
 
 
