@@ -36,7 +36,9 @@ response), written straight on the socket 17 µs (measured, with
 ``TCP_DEFER_ACCEPT`` so that the head is there to see), and in a reconnect
 herd most upgrades are refused. Only a complete head is screened (the
 request is then read off before the answer, so that closing sends FIN, not
-RST).
+RST), and the answered socket is closed once the client has closed its side
+(http/linger.py: a server that closes first keeps TIME_WAIT entries that
+turn a client's next SYN from the same port into a one-second retry).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+
+from tidings.http.linger import LingeringCloser
 
 log = logging.getLogger("tidings.http")
 
@@ -114,6 +118,7 @@ class BatchAcceptor:
         self._rejoin_at = max(1, rejoin_at)
         self._screen = screen
         self._loop = asyncio.get_running_loop()
+        self._closer = LingeringCloser(self._loop)
         self._sock: socket.socket | None = listening_socket(host, port, reuse_port)
         # Port 0 binds an ephemeral port: listening again must take the same one.
         self._port: int = self._sock.getsockname()[1]
@@ -166,9 +171,9 @@ class BatchAcceptor:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-    @staticmethod
-    def _answered(conn: socket.socket, screen: Callable[[bytes], bytes | None]) -> bool:
-        """True if `screen` answered the connection's request head (and it is closed)."""
+    def _answered(self, conn: socket.socket, screen: Callable[[bytes], bytes | None]) -> bool:
+        """True if `screen` answered the connection's request head (the socket
+        is then closed once the client has closed its side: http/linger.py)."""
         try:
             head = conn.recv(HEAD_PEEK_BYTES, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
@@ -186,8 +191,9 @@ class BatchAcceptor:
             conn.recv(end + 4)  # the head was peeked: this does not block
             conn.send(answer)  # a few hundred bytes into an empty buffer
         except OSError:
-            pass  # the client is gone: nothing to answer
-        conn.close()
+            conn.close()  # the client is gone: nothing to answer
+            return True
+        self._closer.close_after_peer(conn)
         return True
 
     async def _connect(self, conn: socket.socket) -> object:
@@ -251,6 +257,7 @@ class BatchAcceptor:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._closer.close_all()
         for task in list(self._pending):
             task.cancel()
         with contextlib.suppress(Exception):
