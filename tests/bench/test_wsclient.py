@@ -4,6 +4,7 @@ plain aiohttp server: upgrade, text both ways, fragments, ping, close, 503."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from tests.conftest import ServerFactory
 from tests.wire import WAIT_S, Http
-from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, connect
+from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, SourcePorts, connect
 
 
 async def receive_json(ws: LeanWebSocket) -> dict[str, object]:
@@ -28,7 +29,8 @@ async def test_hello_welcome_ping_and_close_with_tidings(server_factory: ServerF
     server = await server_factory()
     async with aiohttp.ClientSession() as session:
         account = await Http(session, server.http_url).account()
-    ws = await connect(server.ws_url, "127.0.3.7")  # a source address of its own
+    sources = SourcePorts(["127.0.3.7"])  # a source address of its own
+    ws = await connect(server.ws_url, sources)
     ws.send_text(msgspec.json.encode({"type": "hello", "token": account.token}))
     welcome = await receive_json(ws)
     assert welcome["type"] == "welcome"
@@ -114,3 +116,32 @@ async def test_fragments_large_frames_pings_and_server_close(echo_url: str) -> N
 async def test_not_a_websocket_url_is_rejected() -> None:
     with pytest.raises(ValueError, match="ws://host:port"):
         await connect("http://127.0.0.1:1/ws")
+
+
+def test_source_ports_rotate_over_addresses_then_ports_and_wrap() -> None:
+    sources = SourcePorts(["127.0.9.1", "127.0.9.2"])
+    first = SourcePorts.FIRST_PORT
+    assert [sources.take() for _ in range(4)] == [
+        ("127.0.9.1", first),
+        ("127.0.9.2", first),
+        ("127.0.9.1", first + 1),
+        ("127.0.9.2", first + 1),
+    ]
+    span = SourcePorts.LAST_PORT - SourcePorts.FIRST_PORT + 1
+    for _ in range(2 * span - 4):
+        sources.take()
+    assert sources.take() == ("127.0.9.1", first)  # every pair used once before any again
+
+
+async def test_a_taken_pair_is_skipped(server_factory: ServerFactory) -> None:
+    server = await server_factory()
+    sources = SourcePorts(["127.0.9.3"])
+    taken = socket.socket()
+    taken.bind(("127.0.9.3", SourcePorts.FIRST_PORT))  # the rotation's first pair
+    try:
+        ws = await connect(server.ws_url, sources)
+        assert ws._transport is not None
+        assert ws._transport.get_extra_info("sockname") == ("127.0.9.3", SourcePorts.FIRST_PORT + 1)
+        await ws.close()
+    finally:
+        taken.close()

@@ -38,7 +38,7 @@ import msgspec
 
 from tidings.bench.frames import Delivered, Hello, Ping, Probe, Send
 from tidings.bench.loadgen import close_sockets, run_in_process
-from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, connect
+from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, SourcePorts, connect
 from tidings.client.backoff import Backoff
 
 BACKOFF_DEFAULT = "default"
@@ -194,6 +194,7 @@ class StormWorker:
         self.reconnect_frames = 0
         self.sent = 0
         self.rng = random.Random(spec.seed)
+        self.sources = SourcePorts(spec.local_addrs) if spec.local_addrs else None
 
     # -- connections ----------------------------------------------------------------
 
@@ -201,9 +202,7 @@ class StormWorker:
         """Connect and authenticate (hello -> welcome); raises Refused503 on a
         503. Returns when (perf_counter) the upgrade was answered 101."""
         try:
-            sources = self.spec.local_addrs
-            source = sources[c.spec.index % len(sources)] if sources else None
-            ws = await connect(self.spec.ws_url, source)
+            ws = await connect(self.spec.ws_url, self.sources)
         except HandshakeRefused as exc:
             if exc.status == 503:
                 header = exc.retry_after
