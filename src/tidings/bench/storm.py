@@ -466,8 +466,15 @@ def _row(
         return out
 
     a, ok, r503, fail = (per_second(c) for c in (attempts, successes, refused, failures))
-    # Where in the storm the slow handshakes are: p99 of those ending in each second.
+    # Where in the storm the slow handshakes are: p99 of those ending in each
+    # second, beside the worst lag of the generators' own event loops then.
     latencies: list[list[float]] = [[] for _ in range(seconds)]
+    lag = [0.0] * seconds
+    for r in results:
+        for bucket, late_ms in r["loop_lag_ms"].items():
+            s = math.floor((int(bucket) - event_bucket) * BUCKET_NS / 1e9)
+            if 0 <= s < seconds:
+                lag[s] = max(lag[s], late_ms)
     for r in results:
         for bucket, ms, _ in r["handshake_ms"]:
             s = math.floor((bucket - event_bucket) * BUCKET_NS / 1e9)
@@ -490,6 +497,7 @@ def _row(
                 "failed": fail[s],
                 "back": cumulative,
                 "handshake_p99_ms": _round(percentile(sorted(latencies[s]), 99)),
+                "generator_lag_max_ms": round(lag[s], 1),
             }
         )
     # 100 ms resolution for the plot: (seconds after the event, attempts per second).
@@ -541,6 +549,7 @@ def _row(
         "handshake_p50_ms": _round(percentile(handshakes, 50)),
         "handshake_p99_ms": _round(percentile(handshakes, 99)),
         "upgrade_p99_ms": _round(percentile(upgrades, 99)),
+        "generator_lag_max_ms": round(max(lag, default=0.0), 1),
         "handshakes": len(handshakes),
         "attempts": sum(attempts.values()),
         "peak_attempts_per_s": max(a) if a else 0,

@@ -53,6 +53,8 @@ BUCKET_NS = 100_000_000
 CONNECT_CONCURRENCY = 32
 # Attempts per client in the initial connect phase (503s are retried after Retry-After).
 INITIAL_ATTEMPTS = 30
+# How often the generator's event-loop lag is probed once the storm starts.
+LAG_PROBE_S = 0.05
 # Bound on one connect + hello/welcome exchange.
 HANDSHAKE_TIMEOUT_S = 15.0
 # Frames read while waiting for `welcome`.
@@ -191,6 +193,7 @@ class StormWorker:
         self.failures: Counter[int] = Counter()
         # (bucket the handshake ended in, its latency in ms, of which until the 101)
         self.handshake_ms: list[tuple[int, float, float]] = []
+        self.loop_lag_ms: dict[int, float] = {}  # bucket -> the worst lag seen in it
         self.reconnect_frames = 0
         self.sent = 0
         self.rng = random.Random(spec.seed)
@@ -463,6 +466,17 @@ class StormWorker:
         command: tuple[Any, ...] = self.conn.recv()
         return command
 
+    async def watch_lag(self) -> None:
+        """Record how late this process's event loop runs a timer: every
+        latency the generator measures includes it, so the storm reports it
+        beside the handshake latency (cancelled at the end)."""
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_S)
+            late_ms = (time.perf_counter() - start - LAG_PROBE_S) * 1000
+            bucket = self.bucket()
+            self.loop_lag_ms[bucket] = max(self.loop_lag_ms.get(bucket, 0.0), late_ms)
+
     def result(self) -> dict[str, Any]:
         affected = [c for c in self.clients if c.affected]
         chatters = [c for c in self.clients if c.spec.conversation]
@@ -477,6 +491,7 @@ class StormWorker:
             "refused": dict(self.refused),
             "failures": dict(self.failures),
             "handshake_ms": self.handshake_ms,
+            "loop_lag_ms": self.loop_lag_ms,
             "errors": dict(self.errors),
             "reconnect_frames": self.reconnect_frames,
             "initial_503": self.initial_503,
@@ -534,6 +549,7 @@ async def _work(spec: StormWorkerSpec, conn: Connection) -> None:
         if command[0] != "go":
             return
         w.armed = True
+        tasks.append(asyncio.create_task(w.watch_lag()))
         tasks += [asyncio.create_task(w.chat(c)) for c in connected if c.spec.conversation]
         tasks.append(asyncio.create_task(w.report_status()))
         command = await w.recv_control()
