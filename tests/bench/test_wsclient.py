@@ -119,29 +119,36 @@ async def test_not_a_websocket_url_is_rejected() -> None:
 
 
 def test_source_ports_rotate_over_addresses_then_ports_and_wrap() -> None:
-    sources = SourcePorts(["127.0.9.1", "127.0.9.2"])
     first = SourcePorts.FIRST_PORT
+    sources = SourcePorts(["127.0.9.1", "127.0.9.2"], first)
     assert [sources.take() for _ in range(4)] == [
         ("127.0.9.1", first),
         ("127.0.9.2", first),
         ("127.0.9.1", first + 1),
         ("127.0.9.2", first + 1),
     ]
-    span = SourcePorts.LAST_PORT - SourcePorts.FIRST_PORT + 1
-    for _ in range(2 * span - 4):
+    for _ in range(2 * SourcePorts.SPAN - 4):
         sources.take()
     assert sources.take() == ("127.0.9.1", first)  # every pair used once before any again
 
 
 async def test_a_taken_pair_is_skipped(server_factory: ServerFactory) -> None:
     server = await server_factory()
-    sources = SourcePorts(["127.0.9.3"])
+    first = SourcePorts.FIRST_PORT
+    sources = SourcePorts(["127.0.9.3"], first)
     taken = socket.socket()
-    taken.bind(("127.0.9.3", SourcePorts.FIRST_PORT))  # the rotation's first pair
+    taken.bind(("127.0.9.3", first))  # the rotation's first pair
     try:
         ws = await connect(server.ws_url, sources)
         assert ws._transport is not None
-        assert ws._transport.get_extra_info("sockname") == ("127.0.9.3", SourcePorts.FIRST_PORT + 1)
+        sockname = ws._transport.get_extra_info("sockname")
+        assert sockname == ("127.0.9.3", first + 1 + SourcePorts.SKIP_PORTS)
         await ws.close()
     finally:
         taken.close()
+
+
+def test_the_rotation_starts_at_a_random_port() -> None:
+    starts = {SourcePorts(["127.0.9.4"]).take()[1] for _ in range(20)}
+    assert len(starts) > 1
+    assert all(SourcePorts.FIRST_PORT <= port <= SourcePorts.LAST_PORT for port in starts)

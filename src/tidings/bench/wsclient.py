@@ -29,6 +29,7 @@ import collections
 import contextlib
 import errno
 import os
+import random
 import socket
 import struct
 from collections.abc import Sequence
@@ -250,24 +251,34 @@ class SourcePorts:
     Real clients each have an address of their own; the rotation gives every
     connection of a run a pair not used before in it (``FIRST_PORT`` to
     ``LAST_PORT``, below the kernel's ephemeral range, times the addresses).
+    It starts at `first` (a random port, by default: the previous scenario's
+    workers used the same addresses, and their ports stay in TIME_WAIT for a
+    minute); :meth:`skip` jumps past a stretch that is still taken.
     """
 
     FIRST_PORT = 10_000
     LAST_PORT = 32_767
+    SPAN = LAST_PORT - FIRST_PORT + 1
+    # Ports jumped by skip(): wider than what one worker uses in a scenario.
+    SKIP_PORTS = 1024
 
-    def __init__(self, addrs: Sequence[str]) -> None:
+    def __init__(self, addrs: Sequence[str], first: int | None = None) -> None:
         if not addrs:
             raise ValueError("no source addresses")
         self._addrs = tuple(addrs)
-        self._next = 0
+        start = random.randrange(self.SPAN) if first is None else first - self.FIRST_PORT
+        self._next = start * len(self._addrs)
 
     def take(self) -> tuple[str, int]:
         """The next pair in the rotation."""
         i = self._next
         self._next += 1
-        span = self.LAST_PORT - self.FIRST_PORT + 1
         addr = self._addrs[i % len(self._addrs)]
-        return addr, self.FIRST_PORT + (i // len(self._addrs)) % span
+        return addr, self.FIRST_PORT + (i // len(self._addrs)) % self.SPAN
+
+    def skip(self) -> None:
+        """Move on by :data:`SKIP_PORTS` ports (the last pair was taken)."""
+        self._next += self.SKIP_PORTS * len(self._addrs)
 
 
 # Pairs tried by one connect when the next ones are still taken (a previous
@@ -286,8 +297,9 @@ def _bound_socket(sources: SourcePorts | None) -> socket.socket:
             return sock
         except OSError as exc:
             sock.close()
-            if exc.errno != errno.EADDRINUSE:
+            if exc.errno != errno.EADDRINUSE or sources is None:
                 raise
+            sources.skip()
     raise OSError(errno.EADDRINUSE, f"no free source port in {BIND_ATTEMPTS} tries")
 
 
