@@ -82,8 +82,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await stop.wait()
         log_stop = logging.getLogger("tidings.app")
         log_stop.info("draining", extra={"window_ms": settings.drain_window_ms})
-        # Still accepting while draining: new upgrades get a quick 503 (on a
-        # shared port, the node steps off it instead).
+        # Still accepting while draining: new upgrades get a quick 503. On a
+        # shared port the node steps off it instead, before its clients are
+        # told to reconnect (else the first of them land here again).
+        node.gateway.stop_admitting()
+        acceptor.refresh()
         await node.gateway.drain()
     finally:
         await acceptor.close()

@@ -102,12 +102,16 @@ class Gateway:
         """The room at which a node that stepped off its shared port comes back."""
         return self._admission.rejoin_room
 
+    def stop_admitting(self) -> None:
+        """Refuse new sessions from now on (:meth:`drain`'s first step; room() is 0)."""
+        self._draining = True
+
     async def drain(self) -> None:
         """Graceful shutdown: refuse new sessions, tell every client to
         reconnect after a random delay over the drain window (so that they do
         not all come back at once), wait for sends in flight to be
         acknowledged, then close."""
-        self._draining = True
+        self.stop_admitting()
         window_ms = self._settings.drain_window_ms
         for conn, _ in list(self._live.values()):
             if conn.state is State.OPEN:

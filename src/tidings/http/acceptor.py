@@ -216,6 +216,14 @@ class BatchAcceptor:
     def _resume(self) -> None:
         self._start_reading()
 
+    def refresh(self) -> None:
+        """Look at the room now rather than at the next poll (the node has just
+        started draining: it steps off before its clients are told to leave)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+            self._check_room()
+
     def _check_room(self) -> None:
         """Step off the port when there is no room, back on when there is."""
         self._watch = None
