@@ -37,8 +37,9 @@ def plot_storm(runs: list[tuple[dict[str, Any], list[tuple[float, float]]]], pat
     title = "Restart storm: one node of a cluster restarted"
     if first is not None:
         title += (
-            f" ({first['clients']:,} clients, {first['nodes']} nodes, admission "
-            f"{first['handshake_rate_per_s']:,.0f}/s per node)"
+            f" ({first['clients']:,} clients, {first['nodes']} nodes; admission per node: "
+            f"{first['handshake_concurrency']} handshakes at once, "
+            f"{first['handshake_rate_per_s']:,.0f}/s)"
         )
     top.set_title(title, fontsize=11)
     top.set_ylabel("reconnect attempts per second\n(100 ms bins)")
