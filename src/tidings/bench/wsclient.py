@@ -241,19 +241,20 @@ class SourcePorts:
 
     Why not let the kernel choose: it picks a port for a destination by
     searching on from a per-destination offset, so a client that reconnects
-    right after its connection closed often gets the very port it just had.
-    After a node is killed, the kernel still holds the server side of each of
-    its connections (closing, then TIME_WAIT) for a while, and a SYN from the
-    same (address, port) hits that socket and is answered with a challenge
-    ACK: the client connects only after its SYN retransmission a second later.
-    Measured in the 50,000-client storm: ~4,000 such retransmissions
-    (``nstat``: ``TcpExtTCPSYNChallenge``), a p99 of 1.2 s until the 101.
-    Real clients each have an address of their own; the rotation gives every
-    connection of a run a pair not used before in it (``FIRST_PORT`` to
-    ``LAST_PORT``, below the kernel's ephemeral range, times the addresses).
-    It starts at `first` (a random port, by default: the previous scenario's
-    workers used the same addresses, and their ports stay in TIME_WAIT for a
-    minute); :meth:`skip` jumps past a stretch that is still taken.
+    right after its connection closed often gets the very port it just had,
+    and a SYN from an (address, port) whose old connection the server side
+    still holds (a killed node's orphaned sockets, a TIME_WAIT) is answered
+    with a challenge ACK and retried a second later. Real clients each have an
+    address of their own; the rotation gives every connection of a run a pair
+    not used before in it (``FIRST_PORT`` to ``LAST_PORT``, below the
+    kernel's ephemeral range, times the addresses), so that the storm measures
+    the server and not the generator's port reuse. (Measured: it did not
+    change the storm's SYN retransmissions, which turned out to be the
+    server's SYN-ACK retransmits to generators late with their request;
+    docs/benchmarks.md.) It starts at `first` (a random port, by default: the
+    previous scenario's workers used the same addresses, and their ports stay
+    in TIME_WAIT for a minute); :meth:`skip` jumps past a stretch that is
+    still taken.
     """
 
     FIRST_PORT = 10_000

@@ -2,17 +2,22 @@
 
 Why: the side of a TCP connection that closes first keeps it in TIME_WAIT for
 a minute. When the server closes first, at the rate of the 503s the acceptor
-writes during a reconnect herd (http/acceptor.py), it holds a TIME_WAIT entry
-for every refused (client address, port); a client that reuses that port
-soon after (a busy client host, or many users behind one NAT) then has its
-SYN answered with a challenge ACK instead of a SYN-ACK and connects only
-after its SYN retransmission, a second later. Measured in the 50,000-client
-restart storm: 3,794 SYN retransmissions (``nstat``: ``TcpExtTCPSynRetrans``,
-equal to ``TcpExtTCPSYNChallenge``) and a p99 of 1.1 s from connect to the
-101. So an answered socket waits, bounded in time and number, for the
-client's FIN (as aiohttp's keep-alive does for the 503s it writes) and only
-then closes: the client keeps the TIME_WAIT, and with it the knowledge not to
-reuse the port too soon.
+writes during a reconnect herd (http/acceptor.py: thousands a second), it
+holds a TIME_WAIT entry for every refused (client address, port); a client
+that reuses that port within the minute (a busy client host, or many users
+behind one carrier NAT) can then have its SYN answered with a challenge ACK
+instead of a SYN-ACK, and connects only after its SYN retransmission a second
+later. aiohttp's own 503s leave the close to the client (keep-alive); this
+does the same for the ones the acceptor writes: an answered socket waits,
+bounded in time and number, for the client's FIN and only then closes, so the
+client keeps the TIME_WAIT and, with it, the knowledge not to reuse the port
+too soon.
+
+Measured: it did not change the restart storm's figures on this machine. The
+storm's ~4,000 SYN retransmissions per run (``nstat TcpExtTCPSynRetrans``)
+stayed, because they are something else: SYN-ACKs the server retransmits when
+a client has not sent its request within a second (``TCP_DEFER_ACCEPT``
+waits for it), i.e. load generators too busy to write (docs/benchmarks.md).
 """
 
 from __future__ import annotations
