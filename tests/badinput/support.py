@@ -4,11 +4,14 @@ a client can see, and a check that chatting still works."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
+from multidict import CIMultiDictProxy
 
 from tests.conftest import RunningServer, ServerFactory
 from tests.wire import WAIT_S, Account, Http, Raw
@@ -194,3 +197,69 @@ async def world_on(
 ) -> World:
     """A world on a server started with these settings."""
     return await make_world(await server_factory(**overrides), session)
+
+
+async def rejected_on_open_connection(
+    world: World, payload: str | dict[str, Any], code: str, ref: str | None
+) -> None:
+    """Send ``payload`` after hello; expect exactly one error, no stored change,
+    and the same connection and other clients still working."""
+    before = await world.snapshot()
+    raw = await world.raw(world.alice)
+    if isinstance(payload, str):
+        await raw.send_text(payload)
+    else:
+        await raw.send(payload)
+    await expect_error(raw, code, ref)
+    await world.ping_works(raw)
+    assert await world.snapshot() == before
+    await world.chat_works(raw)
+    await world.chat_works()
+    await raw.close()
+
+
+STATUS = {
+    "bad_request": 400,
+    "bad_frame": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_member": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "too_large": 413,
+    "rate_limited": 429,
+}
+
+
+async def raw_call(
+    world: World,
+    method: str,
+    path: str,
+    token: str | None = None,
+    data: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, CIMultiDictProxy[str]]:
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    async with (
+        asyncio.timeout(WAIT_S),
+        world.session.request(
+            method, world.http.base + path, data=data, headers=all_headers
+        ) as resp,
+    ):
+        body = await resp.read()
+        assert resp.content_type == "application/json", (resp.status, body)
+        return resp.status, msgspec.json.decode(body) if body else None, resp.headers
+
+
+def assert_http_error(status: int, body: Any, code: str) -> None:
+    assert code in HTTP_ERROR_CODES
+    assert status == STATUS[code], (status, body)
+    assert isinstance(body, dict), body
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == code, body
+    assert isinstance(error["message"], str), body
+    assert error["retryable"] is (code in {"rate_limited", "unavailable", "internal"}), body
+    assert set(error) <= {"code", "message", "retryable", "retry_after_ms"}, body

@@ -10,58 +10,15 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from multidict import CIMultiDictProxy
 
-from tests.badinput.support import HTTP_ERROR_CODES, World, unique, world_on
+from tests.badinput.support import (
+    World,
+    assert_http_error,
+    raw_call,
+    unique,
+    world_on,
+)
 from tests.conftest import ServerFactory
-from tests.wire import WAIT_S
-
-STATUS = {
-    "bad_request": 400,
-    "bad_frame": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_member": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "too_large": 413,
-    "rate_limited": 429,
-}
-
-
-async def raw_call(
-    world: World,
-    method: str,
-    path: str,
-    token: str | None = None,
-    data: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any, CIMultiDictProxy[str]]:
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
-    if token:
-        all_headers["Authorization"] = f"Bearer {token}"
-    async with (
-        asyncio.timeout(WAIT_S),
-        world.session.request(
-            method, world.http.base + path, data=data, headers=all_headers
-        ) as resp,
-    ):
-        body = await resp.read()
-        assert resp.content_type == "application/json", (resp.status, body)
-        return resp.status, msgspec.json.decode(body) if body else None, resp.headers
-
-
-def assert_http_error(status: int, body: Any, code: str) -> None:
-    assert code in HTTP_ERROR_CODES
-    assert status == STATUS[code], (status, body)
-    assert isinstance(body, dict), body
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert error["code"] == code, body
-    assert isinstance(error["message"], str), body
-    assert error["retryable"] is (code in {"rate_limited", "unavailable", "internal"}), body
-    assert set(error) <= {"code", "message", "retryable", "retry_after_ms"}, body
-
 
 # -- register and login ------------------------------------------------------------------
 

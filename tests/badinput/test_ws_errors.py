@@ -13,7 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.badinput.support import World, expect_closed, expect_error, unique, world_on
+from tests.badinput.support import (
+    World,
+    expect_closed,
+    expect_error,
+    rejected_on_open_connection,
+    unique,
+    world_on,
+)
 from tests.conftest import ServerFactory
 from tests.wire import Raw
 
@@ -21,25 +28,6 @@ CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4003
 CLOSE_HELLO_TIMEOUT = 4004
-
-
-async def rejected_on_open_connection(
-    world: World, payload: str | dict[str, Any], code: str, ref: str | None
-) -> None:
-    """Send ``payload`` after hello; expect exactly one error, no stored change,
-    and the same connection and other clients still working."""
-    before = await world.snapshot()
-    raw = await world.raw(world.alice)
-    if isinstance(payload, str):
-        await raw.send_text(payload)
-    else:
-        await raw.send(payload)
-    await expect_error(raw, code, ref)
-    await world.ping_works(raw)
-    assert await world.snapshot() == before
-    await world.chat_works(raw)
-    await world.chat_works()
-    await raw.close()
 
 
 # -- not JSON, not an object, no usable type -------------------------------------

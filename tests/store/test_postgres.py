@@ -794,3 +794,19 @@ async def test_close_finishes_the_moves_in_flight(db_url: str, admin: asyncpg.Co
     with pytest.raises(TidingsError) as info:
         await store.advance_cursors(cid, w.users[1].user_id, w.devices[1].device_id, 1, 1)
     assert info.value.code is ErrorCode.UNAVAILABLE
+
+
+async def test_text_postgres_cannot_hold_is_bad_request(db_url: str) -> None:
+    """A NUL in an id is refused at the protocol edge; one that reaches the
+    store another way is a clear bad_request, not a driver error (internal)."""
+    store = PostgresStore(db_url)
+    await store.start()
+    try:
+        with pytest.raises(TidingsError) as raised:
+            await store.history("c\x00", 0, None, 10)
+        assert raised.value.code is ErrorCode.BAD_REQUEST
+        with pytest.raises(TidingsError) as raised:
+            await store.get_credentials("bob\x00")
+        assert raised.value.code is ErrorCode.BAD_REQUEST
+    finally:
+        await store.close()

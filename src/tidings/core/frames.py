@@ -17,10 +17,16 @@ import msgspec
 
 from tidings.core.errors import ErrorCode, TidingsError
 
+# Text a client sends that the store keeps or looks up must not hold a NUL
+# character: PostgreSQL's text cannot, and would fail the statement (an
+# `internal` error) where SQLite answers; refused here, both answer
+# `bad_frame` alike. (msgspec already refuses lone surrogates.) ~0.3 µs a field.
+NO_NUL = r"^[^\x00]*$"
 # Opaque ids are short; bounding them keeps indexes and logs sane.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ID_MAX_LENGTH = 64
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=NO_NUL)]
 # A client_msg_id is the client's idempotency key (a UUID fits easily).
-ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 RequestId = Annotated[str, msgspec.Meta(max_length=128)]
 
@@ -34,8 +40,8 @@ CLIENT_CONTENT_KINDS: frozenset[str] = frozenset({"text"})
 
 
 class ClientInfo(msgspec.Struct, frozen=True):
-    name: Annotated[str, msgspec.Meta(max_length=64)] = ""
-    version: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    name: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)] = ""
+    version: Annotated[str, msgspec.Meta(max_length=32, pattern=NO_NUL)] = ""
     network: Literal["wifi", "cellular", "ethernet", "unknown"] = "unknown"
 
 
@@ -345,15 +351,15 @@ class RegisterBody(msgspec.Struct, frozen=True):
 
 
 class LoginBody(msgspec.Struct, frozen=True):
-    username: Annotated[str, msgspec.Meta(max_length=64)]
+    username: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)]
     password: Annotated[str, msgspec.Meta(max_length=1024)]
-    device_name: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    device_name: Annotated[str, msgspec.Meta(max_length=64, pattern=NO_NUL)] | None = None
 
 
 class CreateConversationBody(msgspec.Struct, frozen=True):
     kind: Literal["direct", "group"]
     members: Annotated[list[Id], msgspec.Meta(max_length=10_000)]
-    title: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    title: Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)] | None = None
 
 
 class MembersBody(msgspec.Struct, frozen=True):

@@ -18,6 +18,7 @@ from aiohttp import web
 from tidings.core.auth import AuthService
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.frames import (
+    ID_MAX_LENGTH,
     CreateConversationBody,
     LoginBody,
     MembersBody,
@@ -100,6 +101,15 @@ async def no_such_route(request: web.Request) -> web.StreamResponse:
 CATCH_ALL = "/{tail:.*}"
 
 
+def _path_id(request: web.Request, name: str) -> str:
+    """A path segment that names an id, held to the rules of a frame's ``Id``
+    (1-64 characters, no NUL: PostgreSQL cannot look such text up)."""
+    value = request.match_info[name]
+    if not 0 < len(value) <= ID_MAX_LENGTH or "\x00" in value:
+        raise TidingsError(ErrorCode.BAD_REQUEST, f"{name} is not a valid id")
+    return value
+
+
 def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -178,7 +188,7 @@ class HttpApi:
 
     async def get_user(self, request: web.Request) -> web.Response:
         await self._device(request)
-        user = await self._store.get_user(request.match_info["user_id"])
+        user = await self._store.get_user(_path_id(request, "user_id"))
         if user is None:
             raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
         return json_response(schemas.user_out(user))
@@ -188,6 +198,8 @@ class HttpApi:
         username = request.query.get("username")
         if not username:
             raise TidingsError(ErrorCode.BAD_REQUEST, "give ?username=")
+        if "\x00" in username:
+            raise TidingsError(ErrorCode.BAD_REQUEST, "username must not contain NUL")
         creds = await self._store.get_credentials(username)
         if creds is None:
             raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
@@ -209,7 +221,7 @@ class HttpApi:
 
     async def get_conversation(self, request: web.Request) -> web.Response:
         device = await self._device(request)
-        cid = request.match_info["cid"]
+        cid = _path_id(request, "cid")
         members = await self._service.get_members(device.user_id, cid)
         conv = await self._store.get_conversation(cid)
         if conv is None:
@@ -220,7 +232,7 @@ class HttpApi:
         device = await self._device(request)
         body = decode_body(await self._body(request), MembersBody)
         message = await self._service.change_members(
-            device, request.match_info["cid"], body.user_ids, ()
+            device, _path_id(request, "cid"), body.user_ids, ()
         )
         return json_response(
             schemas.MembersChangedOut(schemas.message_out(message) if message else None)
@@ -229,7 +241,7 @@ class HttpApi:
     async def remove_member(self, request: web.Request) -> web.Response:
         device = await self._device(request)
         message = await self._service.change_members(
-            device, request.match_info["cid"], (), (request.match_info["user_id"],)
+            device, _path_id(request, "cid"), (), (_path_id(request, "user_id"),)
         )
         return json_response(
             schemas.MembersChangedOut(schemas.message_out(message) if message else None)
@@ -241,7 +253,7 @@ class HttpApi:
         before = _int_param(request, "before_seq", None)
         limit = _int_param(request, "limit", 50) or 50
         messages = await self._service.history(
-            device.user_id, request.match_info["cid"], after, before, limit
+            device.user_id, _path_id(request, "cid"), after, before, limit
         )
         return json_response(schemas.MessageListOut([schemas.message_out(m) for m in messages]))
 
@@ -249,7 +261,7 @@ class HttpApi:
         device = await self._device(request)
         body = decode_body(await self._body(request), PostMessageBody)
         result = await self._service.send(
-            device, request.match_info["cid"], body.client_msg_id, bytes(body.content)
+            device, _path_id(request, "cid"), body.client_msg_id, bytes(body.content)
         )
         if not result.duplicate:
             self._metrics.messages_persisted.inc()
@@ -266,7 +278,7 @@ class HttpApi:
 
     async def receipts(self, request: web.Request) -> web.Response:
         device = await self._device(request)
-        members = await self._service.get_members(device.user_id, request.match_info["cid"])
+        members = await self._service.get_members(device.user_id, _path_id(request, "cid"))
         read_seq = _int_param(request, "read_seq", None)
         if read_seq is not None:  # who has read up to this message
             members = [m for m in members if m.read_seq >= read_seq]

@@ -12,11 +12,16 @@ import asyncpg  # type: ignore[import-untyped]
 
 from tidings.core.errors import ErrorCode, TidingsError
 
-# Tidings' own SQLSTATEs raised by the SQL functions.
+# Tidings' own SQLSTATEs raised by the SQL functions, and PostgreSQL's for
+# text it cannot hold (a NUL character, or bytes invalid in UTF-8): the
+# protocol edge refuses such ids first (core/frames.py NO_NUL, http/api.py),
+# so these answer only what reaches the store another way.
 _SQLSTATE_CODES = {
     "TD400": ErrorCode.BAD_REQUEST,
     "TD403": ErrorCode.NOT_MEMBER,
     "TD404": ErrorCode.NOT_FOUND,
+    "22021": ErrorCode.BAD_REQUEST,  # character_not_in_repertoire
+    "22P05": ErrorCode.BAD_REQUEST,  # untranslatable_character
 }
 
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
