@@ -419,15 +419,19 @@ def test_server_hints_are_honoured() -> None:
     offline = [e for e in h.take()[1] if isinstance(e, ConnectionChanged) and e.retry_in]
     assert offline[-1].retry_in == 3.0  # it replaces the interval, not a floor under it
     h.core.tick(10.0)
-    h.core.connect_failed(10.0, "connection refused")  # no hint from a server
+    h.core.connect_failed(10.0, "503", retry_after=0.0)
+    offline = [e for e in h.take()[1] if isinstance(e, ConnectionChanged) and e.retry_in]
+    assert offline[-1].retry_in == 1.0  # a zero Retry-After cannot make a tight loop
+    h.core.tick(11.0)
+    h.core.connect_failed(11.0, "connection refused")  # no hint from a server
     offline = [e for e in h.take()[1] if isinstance(e, ConnectionChanged) and e.retry_in]
     assert offline[-1].retry_in == 1.0  # the 503s did not move the schedule on
-    h.core.tick(11.0)
-    h.core.connected(11.0, welcome())
-    h.core.reconnect_requested(12.0, 2500, "draining")
+    h.core.tick(12.0)
+    h.core.connected(12.0, welcome())
+    h.core.reconnect_requested(13.0, 2500, "draining")
     commands, _ = h.take()
     assert any(isinstance(c, Disconnect) for c in commands)
-    h.core.disconnected(12.1)
+    h.core.disconnected(13.1)
     offline = [e for e in h.take()[1] if isinstance(e, ConnectionChanged) and e.retry_in]
     assert offline[-1].retry_in == 2.5  # the server's randomised delay, as given
 

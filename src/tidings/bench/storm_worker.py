@@ -40,6 +40,7 @@ from tidings.bench.frames import Delivered, Hello, Ping, Probe, Send
 from tidings.bench.loadgen import close_sockets, run_in_process
 from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, SourcePorts, connect
 from tidings.client.backoff import Backoff
+from tidings.client.resilience import MIN_SERVER_RETRY_S
 
 BACKOFF_DEFAULT = "default"
 BACKOFF_NONE = "none"
@@ -280,7 +281,7 @@ class StormWorker:
             except Refused503 as exc:
                 if armed:
                     self.refused[self.bucket()] += 1
-                delay = exc.retry_after_s if default else NONE_RETRY_S
+                delay = max(exc.retry_after_s, MIN_SERVER_RETRY_S) if default else NONE_RETRY_S
                 continue
             except NETWORK_ERRORS as exc:
                 if armed:

@@ -110,6 +110,9 @@ SYNC_RETRY_DELAY_S = 1.0
 # Syncs in a row that surfaced nothing while gaps remain before the held
 # messages are dropped (the server cannot fill them; see sync_completed).
 MAX_STALLED_SYNCS = 3
+# The shortest wait a 503's Retry-After can set before the next connect
+# attempt (Tidings itself never says less than 1 s).
+MIN_SERVER_RETRY_S = 1.0
 # When rate_limited/unavailable come without retry_after_ms.
 DEFAULT_RETRY_AFTER_S = 1.0
 # Server error codes that mean "send the same frame again later" (PROTOCOL.md).
@@ -704,7 +707,9 @@ class ResilientCore:
             # refuses itself (jittered, scaled to its backlog). Adding our own
             # interval on top, and moving the schedule on, sent clients refused
             # a few times in a herd 30-60 s away while the nodes had room.
-            delay = retry_after
+            # The floor keeps a proxy that says "Retry-After: 0" from turning
+            # this into a tight loop.
+            delay = max(retry_after, MIN_SERVER_RETRY_S)
         else:
             delay = self.backoff.next_delay()
         self._link = _Link.WAITING
