@@ -454,11 +454,15 @@ def _row(
     event_bucket = event_ns / BUCKET_NS
     seconds = min(TIMELINE_MAX_S, max(1, math.ceil(observed_s)))
 
+    def second_of(bucket: int) -> int:
+        """The second after the event that a bucket falls in (negative: before it)."""
+        return math.floor((bucket - event_bucket) * BUCKET_NS / 1e9)
+
     def per_second(counter: Counter[int]) -> list[int]:
         out = [0] * seconds
         for bucket, n in counter.items():
             # The bucket holding the event starts before it: its attempts count in second 0.
-            s = max(0, math.floor((bucket - event_bucket) * BUCKET_NS / 1e9))
+            s = max(0, second_of(bucket))
             if bucket + 1 <= event_bucket:
                 continue
             if 0 <= s < seconds:
@@ -472,13 +476,10 @@ def _row(
     lag = [0.0] * seconds
     for r in results:
         for bucket, late_ms in r["loop_lag_ms"].items():
-            s = math.floor((int(bucket) - event_bucket) * BUCKET_NS / 1e9)
-            if 0 <= s < seconds:
+            if 0 <= (s := second_of(bucket)) < seconds:
                 lag[s] = max(lag[s], late_ms)
-    for r in results:
         for bucket, ms, _ in r["handshake_ms"]:
-            s = math.floor((bucket - event_bucket) * BUCKET_NS / 1e9)
-            if 0 <= s < seconds:
+            if 0 <= (s := second_of(bucket)) < seconds:
                 latencies[s].append(ms)
     back_per_s = [0] * seconds
     for t in back_s:
