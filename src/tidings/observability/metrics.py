@@ -4,11 +4,27 @@ Each app owns its registry (so that several nodes can live in one test
 process). Labelled children used on the hot path are bound once here, so a
 fan-out to 1000 connections costs one counter increment, not a thousand label
 lookups.
+
+The values are plain numbers bumped on the node's event-loop thread (which is
+the only thread that touches them) and read by a collector when ``/metrics``
+is scraped. prometheus_client's own metric classes take a lock on every
+increment; with ~6 increments per message that was ~12% of the event loop's
+time in the throughput benchmark (py-spy, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from tidings.core.frames import CLIENT_FRAME_TYPES
 
@@ -29,60 +45,156 @@ SERVER_FRAME_TYPES = (
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class LoopCounter:
+    """A count that only goes up; bumped from the event loop's thread only."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class LoopGauge(LoopCounter):
+    """A value that goes up and down (open connections)."""
+
+    __slots__ = ()
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class LabelledCounter:
+    """A counter family with one label; a child per value, created on first use."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, LoopCounter] = {}
+
+    def labels(self, value: str) -> LoopCounter:
+        child = self.children.get(value)
+        if child is None:
+            child = self.children[value] = LoopCounter()
+        return child
+
+
+class LoopHistogram:
+    """Counts of observations per bucket (not cumulative until collected) and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: value <= bound
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return buckets
+
+
+LoopMetric = LoopCounter | LabelledCounter | LoopHistogram
+_Described = tuple[str, str, str, LoopMetric]  # name, help, label name, metric
+
+
+class _Collector(Collector):
+    """Turns the loop-side values into Prometheus families at scrape time."""
+
+    def __init__(self, described: list[_Described]) -> None:
+        self._described = described
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, label, metric in self._described:
+            if isinstance(metric, LoopGauge):
+                yield GaugeMetricFamily(name, doc, value=metric.value)
+            elif isinstance(metric, LoopCounter):
+                yield CounterMetricFamily(name, doc, value=metric.value)
+            elif isinstance(metric, LabelledCounter):
+                family = CounterMetricFamily(name, doc, labels=[label])
+                for value, child in sorted(metric.children.items()):
+                    family.add_metric([value], child.value)
+                yield family
+            else:
+                yield HistogramMetricFamily(
+                    name, doc, buckets=metric.cumulative(), sum_value=metric.sum
+                )
+
+
+_FAMILIES = (
+    # (attribute, Prometheus name, help, label name)
+    ("connections", "tidings_connections_open", "Open WebSocket connections", ""),
+    ("frames_in", "tidings_frames_in", "Client frames received, by type", "type"),
+    ("frames_out", "tidings_frames_out", "Frames sent to clients, by type", "type"),
+    ("messages_persisted", "tidings_messages_persisted", "Messages durably stored", ""),
+    (
+        "ack_latency",
+        "tidings_ack_latency_seconds",
+        "Time from receiving a send to acknowledging it (durable)",
+        "",
+    ),
+    (
+        "handshake_latency",
+        "tidings_handshake_seconds",
+        "Time from an admitted WebSocket upgrade to its welcome (hello, token, conversations)",
+        "",
+    ),
+    ("errors", "tidings_errors", "Errors returned to clients, by code", "code"),
+    (
+        "slow_consumers",
+        "tidings_slow_consumer_disconnects",
+        "Connections cut because their send buffer overflowed",
+        "",
+    ),
+    (
+        "redelivered",
+        "tidings_redelivered",
+        "Live messages re-sent because the connection did not acknowledge them",
+        "",
+    ),
+    (
+        "repaired",
+        "tidings_repaired",
+        "Messages pushed from the store to live connections after a bus gap",
+        "",
+    ),
+    ("bus_gaps", "tidings_bus_gaps", "Times the bus reconnected after losing messages", ""),
+    (
+        "handshakes_refused",
+        "tidings_handshakes_refused",
+        "WebSocket upgrades answered 503 (draining, over the admission rate or concurrency)",
+        "reason",
+    ),
+)
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.connections = LoopGauge()
+        self.frames_in = LabelledCounter()
+        self.frames_out = LabelledCounter()
+        self.messages_persisted = LoopCounter()
+        self.ack_latency = LoopHistogram(ACK_BUCKETS)
+        self.handshake_latency = LoopHistogram(ACK_BUCKETS)
+        self.errors = LabelledCounter()
+        self.slow_consumers = LoopCounter()
+        self.redelivered = LoopCounter()
+        self.repaired = LoopCounter()
+        self.bus_gaps = LoopCounter()
+        self.handshakes_refused = LabelledCounter()
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.connections = Gauge(
-            "tidings_connections_open", "Open WebSocket connections", registry=r
-        )
-        self.frames_in = Counter(
-            "tidings_frames_in_total", "Client frames received, by type", ["type"], registry=r
-        )
-        self.frames_out = Counter(
-            "tidings_frames_out_total", "Frames sent to clients, by type", ["type"], registry=r
-        )
-        self.messages_persisted = Counter(
-            "tidings_messages_persisted_total", "Messages durably stored", registry=r
-        )
-        self.ack_latency = Histogram(
-            "tidings_ack_latency_seconds",
-            "Time from receiving a send to acknowledging it (durable)",
-            buckets=ACK_BUCKETS,
-            registry=r,
-        )
-        self.handshake_latency = Histogram(
-            "tidings_handshake_seconds",
-            "Time from an admitted WebSocket upgrade to its welcome (hello, token, conversations)",
-            buckets=ACK_BUCKETS,
-            registry=r,
-        )
-        self.errors = Counter(
-            "tidings_errors_total", "Errors returned to clients, by code", ["code"], registry=r
-        )
-        self.slow_consumers = Counter(
-            "tidings_slow_consumer_disconnects_total",
-            "Connections cut because their send buffer overflowed",
-            registry=r,
-        )
-        self.redelivered = Counter(
-            "tidings_redelivered_total",
-            "Live messages re-sent because the connection did not acknowledge them",
-            registry=r,
-        )
-        self.repaired = Counter(
-            "tidings_repaired_total",
-            "Messages pushed from the store to live connections after a bus gap",
-            registry=r,
-        )
-        self.bus_gaps = Counter(
-            "tidings_bus_gaps_total", "Times the bus reconnected after losing messages", registry=r
-        )
-        self.handshakes_refused = Counter(
-            "tidings_handshakes_refused_total",
-            "WebSocket upgrades answered 503 (draining, over the admission rate or concurrency)",
-            ["reason"],
-            registry=r,
+        self.registry.register(
+            _Collector(
+                [(name, doc, label, getattr(self, attr)) for attr, name, doc, label in _FAMILIES]
+            )
         )
         self.frames_in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}
         self.frames_in_other = self.frames_in.labels("other")
