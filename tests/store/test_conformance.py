@@ -439,6 +439,26 @@ async def test_append_advances_senders_cursors_only_when_contiguous(store: Store
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(5, 5, 0)]
 
 
+async def test_cursors_follow_a_burst_as_if_sent_one_by_one(store: Store) -> None:
+    """Appends sent together (one batch, or racing connections) move cursors alike."""
+    p = await pair(store)
+    await store.append(text(p.cid, p.alice, p.a_dev, "first"))
+    async with asyncio.timeout(WAIT_S):
+        alices = await asyncio.gather(
+            *(store.append(text(p.cid, p.alice, p.a_dev, f"a{i}")) for i in range(5))
+        )
+        bobs = await asyncio.gather(
+            *(store.append(text(p.cid, p.bob, p.b_dev, f"b{i}")) for i in range(3))
+        )
+    assert sorted(r.message.seq for r in alices) == [2, 3, 4, 5, 6]
+    assert sorted(r.message.seq for r in bobs) == [7, 8, 9]
+    # Alice's cursors followed each of hers (1 -> 6); Bob was never given 1..6.
+    listed, _ = await store.list_conversations(p.alice.user_id, p.a_dev.device_id)
+    assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(6, 6, 3)]
+    listed, _ = await store.list_conversations(p.bob.user_id, p.b_dev.device_id)
+    assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 9)]
+
+
 async def test_concurrent_appends_are_gap_free(store: Store) -> None:
     p = await pair(store)
     tasks, per_task = 20, 50

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -220,7 +220,7 @@ async def test_writer_undoes_only_a_job_that_failed_half_way(tmp_path: Path) -> 
     path = str(tmp_path / "w.db")
 
     def connect() -> sqlite3.Connection:
-        return sqlite3.connect(path, isolation_level=None)
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     def init(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
@@ -266,3 +266,46 @@ async def test_writer_undoes_only_a_job_that_failed_half_way(tmp_path: Path) -> 
     finally:
         conn.close()
     assert stored == expected
+
+
+async def test_grouped_jobs_run_together_and_a_raising_group_is_replayed_alone(
+    tmp_path: Path,
+) -> None:
+    """Neighbouring grouped jobs reach their runner in one call; if that call
+    raises after writing, each job is replayed alone and only the bad one fails."""
+    path = str(tmp_path / "g.db")
+    calls: list[int] = []
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def init(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+
+    def insert_all(conn: sqlite3.Connection, keys: Sequence[str]) -> list[str | TidingsError]:
+        calls.append(len(keys))
+        conn.executemany("INSERT INTO t (k) VALUES (?)", [(k,) for k in keys])
+        return list(keys)
+
+    keys = [f"k{i}" for i in range(20)]
+    keys[15] = "k3"  # raises IntegrityError half-way through the group's insert
+    writer = SqliteWriter(connect)
+    await writer.start(init)
+    try:
+        async with asyncio.timeout(WAIT_S):
+            outcomes = await asyncio.gather(
+                *(writer.submit_grouped("insert", insert_all, k) for k in keys),
+                return_exceptions=True,
+            )
+    finally:
+        await writer.close()
+    assert max(calls) > 1  # the first attempt ran them as a group
+    assert isinstance(outcomes[15], sqlite3.IntegrityError)
+    expected = set(keys)  # k3 once: the first one went in
+    assert {o for o in outcomes if isinstance(o, str)} == expected
+    assert outcomes[3] == "k3"
+    conn = sqlite3.connect(path)
+    try:
+        assert {k for (k,) in conn.execute("SELECT k FROM t")} == expected
+    finally:
+        conn.close()

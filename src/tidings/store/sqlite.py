@@ -3,11 +3,12 @@
 Layout of the work:
 
 - **Writes** go through :class:`~tidings.store.sqlite_writer.SqliteWriter`:
-  one thread, one connection, many jobs per transaction (group commit), an
-  acknowledgement only after COMMIT. Each public write method below builds a
-  small function of the write connection (``_append``, ``_advance``...) that
-  checks and writes inside the batch's transaction, so a check and the write
-  it guards are atomic without any lock in Python.
+  one connection, many jobs per transaction (group commit), statements on
+  the event loop and BEGIN/COMMIT on a thread of its own, an acknowledgement
+  only after COMMIT. Each public write method below builds a small function
+  of the write connection that checks and writes inside the batch's
+  transaction, so a check and the write it guards are atomic without any lock
+  in Python; appends go in groups to ``sqlite_append.append_many``.
 - **Reads** run on a small pool of read-only connections in their own threads.
   In WAL mode readers see the last committed snapshot and never block the
   writer (nor it them), and ``sqlite3`` releases the GIL while SQLite works,
@@ -58,6 +59,14 @@ from tidings.core.models import (
     User,
 )
 from tidings.store.rules import new_conversation
+from tidings.store.sqlite_append import (
+    ADVANCE_DEVICE,
+    MESSAGE_COLUMNS,
+    LogWrites,
+    append_many,
+    bump_version,
+    message_from_row,
+)
 from tidings.store.sqlite_writer import SqliteWriter, unavailable
 
 __all__ = ["SqliteStore", "migrate"]
@@ -161,16 +170,10 @@ def migrate(conn: sqlite3.Connection) -> str:
 
 
 # -- row mapping -----------------------------------------------------------------
-_MESSAGE_COLUMNS = "conversation_id, seq, message_id, sender_id, client_msg_id, ts, content"
 _CONVERSATION_COLUMNS = "conversation_id, kind, title, created_by, created_at, last_seq"
 _INSERT_MEMBER = (
     "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)"
 )
-
-
-def _message(row: tuple[str, int, str, str, str, int, bytes]) -> Message:
-    cid, seq, mid, sender, cmid, ts, content = row
-    return Message(cid, seq, mid, sender, cmid, ts, bytes(content))
 
 
 def _conversation(row: tuple[str, str, str | None, str, int, int]) -> Conversation:
@@ -178,17 +181,12 @@ def _conversation(row: tuple[str, str, str | None, str, int, int]) -> Conversati
     return Conversation(cid, ConversationKind(kind), title, created_by, created_at, last_seq)
 
 
-def _bump_version(conn: sqlite3.Connection) -> int:
-    (version,) = conn.execute("UPDATE meta SET version = version + 1 RETURNING version").fetchone()
-    return int(version)
-
-
 def _find_duplicate(conn: sqlite3.Connection, sender_id: str, client_msg_id: str) -> Message | None:
     row = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_msg_id = ?",
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ? AND client_msg_id = ?",
         (sender_id, client_msg_id),
     ).fetchone()
-    return None if row is None else _message(row)
+    return None if row is None else message_from_row(row)
 
 
 def _unknown_users(conn: sqlite3.Connection, user_ids: Sequence[str]) -> list[str]:
@@ -219,81 +217,6 @@ def _sender_cursors(conn: sqlite3.Connection, message: NewMessage) -> SenderCurs
         (message.device_id, message.conversation_id, message.sender_id),
     ).fetchone()
     return None if row is None else SenderCursors(*row)
-
-
-def _insert_message(
-    conn: sqlite3.Connection,
-    message: NewMessage,
-    last_seq: int,
-    cursors: SenderCursors | None,
-) -> Message:
-    """Store ``message`` at ``last_seq + 1`` and advance the sender's cursors.
-
-    The caller has checked duplicates (and membership where it applies) in
-    the same transaction, and passes the sender's cursors (None when the
-    sender is no longer a member, e.g. after removing themself).
-    """
-    seq = last_seq + 1
-    version = _bump_version(conn)
-    stored = Message(
-        message.conversation_id,
-        seq,
-        new_id("m"),
-        message.sender_id,
-        message.client_msg_id,
-        message.ts,
-        message.content,
-    )
-    conn.execute(
-        "INSERT INTO messages (conversation_id, seq, message_id, sender_id, device_id,"
-        " client_msg_id, ts, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            stored.conversation_id,
-            seq,
-            stored.message_id,
-            stored.sender_id,
-            message.device_id,
-            stored.client_msg_id,
-            stored.ts,
-            stored.content,
-        ),
-    )
-    conn.execute(
-        "UPDATE conversations SET last_seq = ?, version = ? WHERE conversation_id = ?",
-        (seq, version, message.conversation_id),
-    )
-    # A reply to a conversation read to the end keeps it read: the sender's
-    # cursors follow the new seq only where they stood just before it, so a
-    # cursor never skips a message the sender's devices were not given. The
-    # cursors were read with the membership check, so the common cases (no
-    # move, or one move) cost no extra lookup.
-    if cursors is None:
-        return stored
-    behind = seq - 1
-    if cursors.delivered == behind or cursors.read == behind:
-        conn.execute(
-            "UPDATE members SET delivered_seq = ?, read_seq = ?"
-            " WHERE conversation_id = ? AND user_id = ?",
-            (
-                seq if cursors.delivered == behind else cursors.delivered,
-                seq if cursors.read == behind else cursors.read,
-                message.conversation_id,
-                message.sender_id,
-            ),
-        )
-    if cursors.device_delivered == behind and message.device_id:
-        _advance_device(conn, message.device_id, message.conversation_id, seq)
-    return stored
-
-
-def _advance_device(conn: sqlite3.Connection, device_id: str, cid: str, seq: int) -> None:
-    conn.execute(
-        "INSERT INTO device_cursors (device_id, conversation_id, delivered_seq) VALUES (?, ?, ?)"
-        " ON CONFLICT (device_id, conversation_id) DO UPDATE"
-        " SET delivered_seq = excluded.delivered_seq"
-        " WHERE excluded.delivered_seq > device_cursors.delivered_seq",
-        (device_id, cid, seq),
-    )
 
 
 class SqliteStore:
@@ -396,7 +319,7 @@ class SqliteStore:
 
     async def ping(self) -> None:
         if not self._writer.alive:
-            raise TidingsError(ErrorCode.UNAVAILABLE, "sqlite writer is not running")
+            raise TidingsError(ErrorCode.UNAVAILABLE, "sqlite writer is closed")
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def reset_epoch(self) -> str:
@@ -444,7 +367,9 @@ class SqliteStore:
         self._epoch = migrate(conn)
 
     def _connect_writer(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None)
+        # Statements run on the event loop, BEGIN and COMMIT on the writer's
+        # own thread (see SqliteWriter): never two at a time.
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         (journal,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(journal).lower() != "wal":
             conn.close()
@@ -613,7 +538,7 @@ class SqliteStore:
                 ).fetchone()
                 if row is not None:
                     return _conversation(row), False
-            version = _bump_version(conn)
+            version = bump_version(conn)
             conn.execute(
                 "INSERT INTO conversations (conversation_id, kind, title, created_by,"
                 " created_at, last_seq, version, direct_key) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
@@ -713,33 +638,20 @@ class SqliteStore:
                     " AND device_id IN (SELECT device_id FROM devices WHERE user_id = ?)",
                     (conversation_id, uid),
                 )
+            log = LogWrites()
+            log.conversation(conversation_id, last_seq)
             cursors = _sender_cursors(conn, event)
-            return AppendResult(_insert_message(conn, event, last_seq, cursors), duplicate=False)
+            if cursors is not None:
+                log.sender(conversation_id, event.sender_id, event.device_id, cursors)
+            stored = log.add(event)
+            log.write(conn)
+            return AppendResult(stored, duplicate=False)
 
         return await self._writer.submit("change_members", op)
 
     # -- messages -------------------------------------------------------------------
     async def append(self, message: NewMessage) -> AppendResult:
-        def op(conn: sqlite3.Connection) -> AppendResult:
-            duplicate = _find_duplicate(conn, message.sender_id, message.client_msg_id)
-            if duplicate is not None:
-                return AppendResult(duplicate, duplicate=True)
-            row = conn.execute(
-                "SELECT c.last_seq, m.delivered_seq, m.read_seq, COALESCE(d.delivered_seq, 0)"
-                " FROM members AS m JOIN conversations AS c"
-                " ON c.conversation_id = m.conversation_id"
-                " LEFT JOIN device_cursors AS d"
-                " ON d.device_id = ?1 AND d.conversation_id = m.conversation_id"
-                " WHERE m.conversation_id = ?2 AND m.user_id = ?3",
-                (message.device_id, message.conversation_id, message.sender_id),
-            ).fetchone()
-            if row is None:
-                raise TidingsError(ErrorCode.NOT_MEMBER, "not a member of this conversation")
-            last_seq, delivered, read, device_delivered = row
-            cursors = SenderCursors(delivered, read, device_delivered)
-            return AppendResult(_insert_message(conn, message, last_seq, cursors), duplicate=False)
-
-        return await self._writer.submit("append", op)
+        return await self._writer.submit_grouped("append", append_many, message)
 
     async def history(
         self,
@@ -756,11 +668,11 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> list[Message]:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages"
                 f" WHERE conversation_id = ? AND seq > ? AND seq < ? ORDER BY seq {order} LIMIT ?",
                 (conversation_id, after_seq, upper, limit),
             ).fetchall()
-            messages = [_message(row) for row in rows]
+            messages = [message_from_row(row) for row in rows]
             if newest_first:
                 messages.reverse()
             return messages
@@ -793,7 +705,7 @@ class SqliteStore:
             read = max(0, min(read_seq or 0, last_seq))
             delivered = max(read, min(delivered_seq or 0, last_seq))
             if delivered > 0 and device_id:
-                _advance_device(conn, device_id, conversation_id, delivered)
+                conn.execute(ADVANCE_DEVICE, (device_id, conversation_id, delivered))
             new_delivered = max(old_delivered, delivered)
             new_read = max(old_read, read)
             moved = (new_delivered, new_read) != (old_delivered, old_read)
