@@ -60,13 +60,13 @@ from tidings.core.models import (
 )
 from tidings.store.rules import new_conversation
 from tidings.store.sqlite_append import (
-    ADVANCE_DEVICE,
     MESSAGE_COLUMNS,
     LogWrites,
     append_many,
     bump_version,
     message_from_row,
 )
+from tidings.store.sqlite_cursors import CursorMove, advance_many
 from tidings.store.sqlite_writer import SqliteWriter, unavailable
 
 __all__ = ["SqliteStore", "migrate"]
@@ -692,32 +692,8 @@ class SqliteStore:
         cursors (receipts are per member): a second device catching up to where
         the user already is moves its own cursor but reports ``moved=False``."""
 
-        def op(conn: sqlite3.Connection) -> CursorState:
-            row = conn.execute(
-                "SELECT m.delivered_seq, m.read_seq, c.last_seq FROM members AS m"
-                " JOIN conversations AS c ON c.conversation_id = m.conversation_id"
-                " WHERE m.conversation_id = ? AND m.user_id = ?",
-                (conversation_id, user_id),
-            ).fetchone()
-            if row is None:
-                raise TidingsError(ErrorCode.NOT_MEMBER, "not a member of this conversation")
-            old_delivered, old_read, last_seq = row
-            read = max(0, min(read_seq or 0, last_seq))
-            delivered = max(read, min(delivered_seq or 0, last_seq))
-            if delivered > 0 and device_id:
-                conn.execute(ADVANCE_DEVICE, (device_id, conversation_id, delivered))
-            new_delivered = max(old_delivered, delivered)
-            new_read = max(old_read, read)
-            moved = (new_delivered, new_read) != (old_delivered, old_read)
-            if moved:
-                conn.execute(
-                    "UPDATE members SET delivered_seq = ?, read_seq = ?"
-                    " WHERE conversation_id = ? AND user_id = ?",
-                    (new_delivered, new_read, conversation_id, user_id),
-                )
-            return CursorState(conversation_id, user_id, new_delivered, new_read, moved)
-
-        return await self._writer.submit("advance_cursors", op)
+        move = CursorMove(conversation_id, user_id, device_id, delivered_seq, read_seq)
+        return await self._writer.submit_grouped("advance_cursors", advance_many, move)
 
     async def list_conversations(
         self, user_id: str, device_id: str, changed_after: int = 0

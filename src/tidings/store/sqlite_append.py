@@ -55,7 +55,7 @@ _INSERT_MESSAGE = (
     " client_msg_id, ts, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _STAMP_CONVERSATION = "UPDATE conversations SET last_seq = ?, version = ? WHERE conversation_id = ?"
-_MOVE_MEMBER = (
+MOVE_MEMBER = (
     "UPDATE members SET delivered_seq = ?, read_seq = ? WHERE conversation_id = ? AND user_id = ?"
 )
 ADVANCE_DEVICE = (
@@ -174,7 +174,7 @@ class LogWrites:
         )
         if self._moved_members:
             conn.executemany(
-                _MOVE_MEMBER, [(*self._members[key], *key) for key in self._moved_members]
+                MOVE_MEMBER, [(*self._members[key], *key) for key in self._moved_members]
             )
         if self._moved_devices:
             conn.executemany(
