@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_OPS = 256
 """Most jobs in one transaction. Large enough to amortise an fsync over a burst
-of sends; small enough that one batch holds the write lock for only a few
-milliseconds, so readers' WAL never grows without bound and the first caller of
-a batch does not wait behind thousands of others."""
+of sends; small enough that one batch holds the write lock, and the event loop
+that runs its statements, for only a few milliseconds, so readers' WAL never
+grows without bound and the first caller of a batch does not wait behind
+thousands of others."""
 
 JOIN_TIMEOUT_S = 30.0
 """How long ``close`` waits for the writer to finish the jobs already queued.
