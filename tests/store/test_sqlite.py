@@ -309,3 +309,33 @@ async def test_grouped_jobs_run_together_and_a_raising_group_is_replayed_alone(
         assert {k for (k,) in conn.execute("SELECT k FROM t")} == expected
     finally:
         conn.close()
+
+
+async def test_a_batch_that_fails_outside_sqlite_fails_its_jobs_retryably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever ends a batch, no caller is left waiting: here COMMIT cannot
+    even be handed to the writer's thread (as after a close that timed out)."""
+    store = SqliteStore(str(tmp_path / "t.db"))
+    await store.start()
+    try:
+        cid, uid, did = await _conversation(store)
+        writer = store._writer
+        real_off_loop = writer._off_loop
+
+        async def no_commit(fn: Callable[..., object], *args: object) -> object:
+            if args == ("COMMIT",):
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            return await real_off_loop(fn, *args)
+
+        monkeypatch.setattr(writer, "_off_loop", no_commit)
+        async with asyncio.timeout(WAIT_S):
+            with pytest.raises(TidingsError) as raised:
+                await store.append(_text(cid, uid, did, "lost-commit"))
+        assert raised.value.code is ErrorCode.UNAVAILABLE
+        monkeypatch.undo()
+        async with asyncio.timeout(WAIT_S):
+            result = await store.append(_text(cid, uid, did, "lost-commit"))
+        assert (result.duplicate, result.message.seq) == (False, 1)  # nothing was stored
+    finally:
+        await store.close()

@@ -10,7 +10,8 @@ raises (``not_member``, ``conflict``...) undoes only itself: jobs check before
 they write, so a failing one has usually written nothing, and a batch where one
 failed half-way is replayed with a SAVEPOINT around each job (``_run_jobs``
 explains why savepoints are not the default). Neighbouring jobs of one kind
-(appends) run together in multi-row statements (:meth:`SqliteWriter.submit_grouped`).
+(appends, cursor moves) run together, one statement per table for the group
+(:meth:`SqliteWriter.submit_grouped`).
 One COMMIT then makes the whole batch durable, and only after it succeeded are
 the callers' futures resolved: an acknowledged write is durable.
 If the COMMIT fails, every job of the batch fails with ``UNAVAILABLE`` (nothing
@@ -196,9 +197,10 @@ class SqliteWriter:
     on that loop, and only ``BEGIN IMMEDIATE`` (which may wait for another
     process's lock) and ``COMMIT`` (the fsync, and a WAL checkpoint now and
     then) run on a thread of their own, one at a time. Measured in the
-    throughput benchmark, a writer thread that ran the statements too spent
-    most of its time handing the GIL back and forth with the loop: each
-    statement releases and re-takes it, and each re-take waited for the loop.
+    throughput benchmark, a writer thread that ran the statements too spent a
+    fifth of its samples waiting to take the GIL back after a statement (each
+    releases and re-takes it, and the loop held it), and the loop as much
+    waiting for the writer.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
@@ -336,11 +338,16 @@ class SqliteWriter:
                 self._attempt(conn, batch, savepoints=True)
             await self._off_loop(conn.execute, "COMMIT")
             self.commits += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:
             # BEGIN, COMMIT or a rollback failed, or a job's error aborted the
-            # transaction: nothing of the batch is stored, so every job fails
-            # retryably, including the ones whose own work had succeeded.
-            log.warning("sqlite batch of %d jobs failed: %s", len(batch), exc)
+            # transaction (or, not a database error, the writer's thread is
+            # gone after a close that timed out): nothing of the batch is
+            # stored, so every job fails retryably, including the ones whose
+            # own work had succeeded. No caller is left waiting.
+            if isinstance(exc, sqlite3.Error):
+                log.warning("sqlite batch of %d jobs failed: %s", len(batch), exc)
+            else:
+                log.exception("sqlite batch of %d jobs failed", len(batch))
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
