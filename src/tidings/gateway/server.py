@@ -40,9 +40,9 @@ SWEEP_FRACTION = 4
 CLOSE_TIMEOUT_S = 2.0
 # The WebSocket endpoint (app.py routes it here).
 WS_PATH = "/v1/ws"
-# Request heads screen() answers: an upgrade of WS_PATH, with or without a query.
 # What ends the receive loop (as it ends aiohttp's `async for msg in ws`).
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
+# Request heads screen() answers: an upgrade of WS_PATH, with or without a query.
 _WS_REQUESTS = (f"GET {WS_PATH} ".encode(), f"GET {WS_PATH}?".encode())
 
 
