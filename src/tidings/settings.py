@@ -78,6 +78,9 @@ class Settings:
     """Sustained rate of all frames per connection."""
     frame_burst: int = 2000
     """Burst of frames per connection."""
+    frames_in_flight: int = 32
+    """Sends and cursor moves of one connection answered at once (on SQLite; one at a time
+    on PostgreSQL, whose pool may commit them out of order); more wait unread."""
     handshake_rate_per_s: float = 1000.0
     """Admission control: WebSocket handshakes accepted per second per node (token bucket);
     more get 503 with Retry-After."""

@@ -42,6 +42,41 @@ async def sync_all(conn: Raw, **fields: Any) -> tuple[list[dict[str, Any]], dict
                 raise AssertionError(f"unexpected frame during sync: {frame}")
 
 
+async def test_a_burst_of_sends_is_acked_in_order_and_a_sync_behind_it_sees_it(
+    tidings_server: RunningServer,
+) -> None:
+    """A client flushing its outbox sends without waiting for acks: the
+    server may answer several at once (docs/protocol.md), yet the seqs follow
+    the order sent, every ack comes in that order, and a ``sync`` sent right
+    behind the burst is answered after it, listing all of it."""
+    count = 120  # above frames_in_flight (32): the connection also waits unread
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, tidings_server.http_url)
+        a_acc, b_acc = await http.account(), await http.account()
+        cid = await http.conversation(a_acc, "direct", [b_acc])
+        a, _ = await Raw.connect(session, tidings_server.ws_url, a_acc.token)
+        for n in range(count):
+            cmid = f"burst{n}"
+            await a.send(
+                {"type": "send", "conversation_id": cid, "client_msg_id": cmid, "content": text(n)}
+            )
+        await a.send({"type": "sync", "id": "s", "cursors": {cid: 0}})
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(WAIT_S):
+            while (frame := await a.recv())["type"] != "sync_done":
+                frames.append(frame)
+        done = frame
+        # Every ack (in send order) comes before the sync's answer.
+        assert [f["type"] for f in frames] == ["ack"] * count + ["msg"] * count
+        acks, msgs = frames[:count], frames[count:]
+        assert [ack["client_msg_id"] for ack in acks] == [f"burst{n}" for n in range(count)]
+        assert [ack["seq"] for ack in acks] == list(range(1, count + 1))
+        assert [m["seq"] for m in msgs] == list(range(1, count + 1))
+        assert [m["content"] for m in msgs] == [text(n) for n in range(count)]
+        assert done["conversations"][0]["last_seq"] == count
+        await a.close()
+
+
 async def test_seed_scenario_b_resyncs_from_98(tidings_server: RunningServer) -> None:
     """A and B share seqs up to 100; B last received 98; A's new message is 101.
     B reconnects and receives exactly 99, 100, 101 in order."""

@@ -104,6 +104,7 @@ class Connection:
         "_transport",
         "device",
         "frame_bucket",
+        "in_flight",
         "last_recv",
         "network",
         "session_id",
@@ -131,6 +132,9 @@ class Connection:
         # Created on the first live message, dropped when all are acknowledged:
         # an idle connection that keeps up costs nothing here.
         self.unacked: dict[str, Unacked] | None = None
+        # The sends and cursor moves being answered (gateway/session.py):
+        # None whenever there are none, like ``unacked``.
+        self.in_flight: set[asyncio.Task[None]] | None = None
 
     @property
     def user_id(self) -> str:

@@ -47,6 +47,19 @@ class Store(Protocol):
         """Random id fixed when the store was created; changed by a restore."""
         ...
 
+    @property
+    def writes_in_call_order(self) -> bool:
+        """Whether writes take effect in the order their calls were made.
+
+        True when every write enters one FIFO queue before the call first
+        yields (the SQLite store): two appends started one after the other
+        get seqs in that order even if the first is still waiting to commit,
+        so the gateway may keep several of a connection's sends in flight.
+        False (a pool of connections, where either may commit first) makes
+        the gateway handle a connection's frames strictly one at a time.
+        """
+        ...
+
     async def start(self) -> None:
         """Open connections and apply migrations (idempotent)."""
 

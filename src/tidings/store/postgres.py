@@ -412,6 +412,10 @@ class PostgresStore:
         return self._epoch
 
     @property
+    def writes_in_call_order(self) -> bool:
+        return False  # a pool: concurrent appends may commit in either order
+
+    @property
     def url(self) -> str:
         return self._url
 

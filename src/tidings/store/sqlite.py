@@ -265,6 +265,10 @@ class SqliteStore:
         return self._epoch
 
     @property
+    def writes_in_call_order(self) -> bool:
+        return True  # one writer queue, entered synchronously (SqliteWriter.submit)
+
+    @property
     def path(self) -> str:
         return str(self._path)
 
