@@ -202,6 +202,36 @@ async def test_locked_database_is_unavailable_and_fails_the_whole_batch(tmp_path
         await store.close()
 
 
+async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop(tmp_path: Path) -> None:
+    """The writer tries BEGIN on the loop without waiting; when another
+    process holds the lock it waits on its thread (up to the busy timeout),
+    and the loop keeps running meanwhile."""
+    path = str(tmp_path / "t.db")
+    store = SqliteStore(path, busy_timeout_ms=30_000)
+    await store.start()
+    try:
+        cid, uid, did = await _conversation(store)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # an outsider holds the write lock
+            append = asyncio.create_task(store.append(_text(cid, uid, did, "m0")))
+            ticks = 0
+            async with asyncio.timeout(WAIT_S):
+                while ticks < 20:  # the loop is free while the writer waits
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+                assert not append.done()
+                other.execute("COMMIT")
+                stored = await append
+        finally:
+            other.close()
+        assert (stored.message.seq, stored.duplicate) == (1, False)
+        pragmas = await store.write_pragmas()
+        assert pragmas["busy_timeout"] == 30_000  # restored after the attempt on the loop
+    finally:
+        await store.close()
+
+
 async def test_unopenable_path_is_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
