@@ -29,7 +29,6 @@ indexed comparison.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import re
@@ -64,6 +63,7 @@ from tidings.store.sqlite_append import (
     LogWrites,
     append_many,
     bump_version,
+    json_array,
     message_from_row,
 )
 from tidings.store.sqlite_cursors import CursorMove, advance_many
@@ -195,7 +195,7 @@ def _unknown_users(conn: sqlite3.Connection, user_ids: Sequence[str]) -> list[st
         return []
     rows = conn.execute(
         "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT user_id FROM users)",
-        (json.dumps(list(user_ids)),),
+        (json_array(list(user_ids)),),
     ).fetchall()
     return [str(value) for (value,) in rows]
 

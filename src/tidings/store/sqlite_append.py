@@ -17,13 +17,26 @@ each message is the same as appending them one after another.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
+
+import msgspec
 
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id
 from tidings.core.models import AppendResult, Message, NewMessage
+
+_JSON = msgspec.json.Encoder()
+
+
+def json_array(items: Sequence[Any]) -> str:
+    """``items`` as JSON text, for ``json_each(?)`` to walk: one bound
+    parameter for any number of keys. Text, not bytes: SQLite reads a BLOB
+    argument as its binary JSONB. (msgspec: a tenth of ``json.dumps``'s cost,
+    which was 2% of the event loop under the throughput benchmark.)"""
+    return _JSON.encode(items).decode()
+
 
 MESSAGE_COLUMNS = "conversation_id, seq, message_id, sender_id, client_msg_id, ts, content"
 
@@ -191,13 +204,13 @@ def append_many(
     an earlier one of ``messages``) gets the stored message back; a sender who
     is not a member gets ``not_member`` and writes nothing.
     """
-    keys = json.dumps([(m.sender_id, m.client_msg_id) for m in messages])
+    keys = json_array([(m.sender_id, m.client_msg_id) for m in messages])
     stored: dict[tuple[str, str], Message] = {}
     for row in conn.execute(_DUPLICATES, (keys,)):
         found = message_from_row(row)
         stored[(found.sender_id, found.client_msg_id)] = found
     log = LogWrites()
-    senders = json.dumps(
+    senders = json_array(
         list(dict.fromkeys((m.device_id, m.conversation_id, m.sender_id) for m in messages))
     )
     for device_id, cid, uid, last_seq, delivered, read, device_delivered in conn.execute(

@@ -13,14 +13,13 @@ move is the same as running them one after another.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.models import CursorState
-from tidings.store.sqlite_append import ADVANCE_DEVICE, MOVE_MEMBER
+from tidings.store.sqlite_append import ADVANCE_DEVICE, MOVE_MEMBER, json_array
 
 _MEMBER_CURSORS = (
     "SELECT m.conversation_id, m.user_id, m.delivered_seq, m.read_seq, c.last_seq"
@@ -50,7 +49,7 @@ def advance_many(
     ``read`` implies ``delivered``. ``moved`` reports the member-level cursors.
     A user who is not a member gets ``not_member`` and writes nothing.
     """
-    keys = json.dumps(list(dict.fromkeys((m.conversation_id, m.user_id) for m in moves)))
+    keys = json_array(list(dict.fromkeys((m.conversation_id, m.user_id) for m in moves)))
     members: dict[tuple[str, str], tuple[int, int, int]] = {
         (cid, uid): (delivered, read, last_seq)
         for cid, uid, delivered, read, last_seq in conn.execute(_MEMBER_CURSORS, (keys,))
