@@ -46,7 +46,9 @@ def open_store(settings: Settings) -> Store:
     if url.startswith("sqlite:///"):
         from tidings.store.sqlite import SqliteStore
 
-        return SqliteStore.from_url(url, settings.sqlite_synchronous)
+        return SqliteStore.from_url(
+            url, settings.sqlite_synchronous, settings.sqlite_busy_timeout_ms
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from tidings.store.postgres import PostgresStore
 

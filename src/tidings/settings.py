@@ -53,6 +53,9 @@ class Settings:
     sqlite_synchronous: str = "full"
     """SQLite ``PRAGMA synchronous`` (``full``: an ack survives power loss; ``normal``:
     survives a process crash, not an OS crash)."""
+    sqlite_busy_timeout_ms: int = 5000
+    """How long a SQLite write waits for the lock while another process holds it (a backup,
+    an operator's ``sqlite3`` shell) before failing as ``unavailable``."""
     max_content_bytes: int = 64 * 1024
     """Largest message content (its JSON encoding) accepted; larger gets ``too_large``."""
     max_frame_bytes: int = 1024 * 1024

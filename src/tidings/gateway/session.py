@@ -61,6 +61,13 @@ log = logging.getLogger("tidings.gateway")
 # The frames a connection may have several of in flight (see the module doc).
 _OVERLAPPING = (Send, Delivered, Read)
 
+NODE_IN_FLIGHT = 8192
+"""Beyond this many frames in flight on the node, a connection reads its next
+frame only once one of its own is answered, as if its limit were one. The
+SQLite writer gets through about 10,000 jobs a second, so more in flight only
+queue; and it bounds the memory that a crowd of clients sending as fast as
+they can holds in the server (a send may carry 64 KiB of content)."""
+
 
 class Unauthorized(Exception):
     """The hello was refused: the caller closes the socket with 4001."""
@@ -87,8 +94,7 @@ class SessionHandler:
         self._metrics = metrics
         self._settings = settings
         self._depth = max(1, settings.frames_in_flight) if store.writes_in_call_order else 1
-        self.in_flight = 0
-        """Sends and cursor moves received and not yet answered (a drain waits for them)."""
+        self._in_flight = metrics.frames_in_flight
         self.idle = asyncio.Event()
         """Set while none is in flight."""
         self.idle.set()
@@ -100,6 +106,11 @@ class SessionHandler:
             send_rate_per_s=settings.send_rate_per_s,
             send_burst=settings.send_burst,
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Sends and cursor moves received and not yet answered (a drain waits for them)."""
+        return int(self._in_flight.value)
 
     def _reply(self, conn: Connection, kind: str, payload: bytes) -> None:
         if conn.write(payload):
@@ -165,22 +176,23 @@ class SessionHandler:
 
     async def _start(self, conn: Connection, frame: Send | Delivered | Read) -> None:
         """Answer ``frame`` in a task of its own. Wait only while the connection
-        has its limit in flight: its socket is not read meanwhile, so TCP
-        pushes back on the client and a flood holds bounded memory."""
+        has its limit in flight (or the node has :data:`NODE_IN_FLIGHT`): its
+        socket is not read meanwhile, so TCP pushes back on the client and a
+        flood holds bounded memory."""
         tasks = conn.in_flight
         if tasks is None:
             tasks = conn.in_flight = set()
-        self.in_flight += 1
+        self._in_flight.inc()
         self.idle.clear()
         task = asyncio.get_running_loop().create_task(self._answer(conn, frame))
         tasks.add(task)
         task.add_done_callback(partial(self._answered, conn))
-        if len(tasks) >= self._depth:
+        if len(tasks) >= self._depth or self._in_flight.value > NODE_IN_FLIGHT:
             await asyncio.wait(tuple(tasks), return_when=asyncio.FIRST_COMPLETED)
 
     def _answered(self, conn: Connection, task: asyncio.Task[None]) -> None:
-        self.in_flight -= 1
-        if not self.in_flight:
+        self._in_flight.dec()
+        if not self._in_flight.value:
             self.idle.set()
         tasks = conn.in_flight
         if tasks is not None:

@@ -136,6 +136,12 @@ _FAMILIES = (
     ("frames_out", "tidings_frames_out", "Frames sent to clients, by type", "type"),
     ("messages_persisted", "tidings_messages_persisted", "Messages durably stored", ""),
     (
+        "frames_in_flight",
+        "tidings_frames_in_flight",
+        "Sends and cursor moves received and not yet answered",
+        "",
+    ),
+    (
         "ack_latency",
         "tidings_ack_latency_seconds",
         "Time from receiving a send to acknowledging it (durable)",
@@ -182,6 +188,7 @@ class Metrics:
         self.frames_in = LabelledCounter()
         self.frames_out = LabelledCounter()
         self.messages_persisted = LoopCounter()
+        self.frames_in_flight = LoopGauge()
         self.ack_latency = LoopHistogram(ACK_BUCKETS)
         self.handshake_latency = LoopHistogram(ACK_BUCKETS)
         self.errors = LabelledCounter()

@@ -250,14 +250,16 @@ class SqliteStore:
         self._started = False
 
     @classmethod
-    def from_url(cls, url: str, synchronous: str = "full") -> SqliteStore:
+    def from_url(
+        cls, url: str, synchronous: str = "full", busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ) -> SqliteStore:
         """Open ``sqlite:///abs/path/tidings.db`` (three slashes: an absolute path)."""
         if not url.startswith(URL_PREFIX):
             raise ValueError(f"not a sqlite URL: {url!r}")
         path = unquote(url[len(URL_PREFIX) :].split("?", 1)[0])
         if not path.startswith("/"):
             raise ValueError(f"sqlite URL needs an absolute path (sqlite:///...): {url!r}")
-        return cls(path, synchronous)
+        return cls(path, synchronous, busy_timeout_ms=busy_timeout_ms)
 
     # -- lifecycle -------------------------------------------------------------
     @property
