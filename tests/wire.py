@@ -101,6 +101,19 @@ class Raw:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send_str(msgspec.json.encode(frame).decode())
 
+    async def send_burst(self, cid: str, tag: str, count: int) -> None:
+        """Send ``count`` messages (``client_msg_id`` "tag-i", text "tag i")
+        without waiting for acks, as a client flushing its outbox does."""
+        for i in range(count):
+            await self.send(
+                {
+                    "type": "send",
+                    "conversation_id": cid,
+                    "client_msg_id": f"{tag}-{i}",
+                    "content": {"text": f"{tag} {i}"},
+                }
+            )
+
     async def send_text(self, text: str) -> None:
         await self.ws.send_str(text)
 

@@ -55,11 +55,7 @@ async def test_a_burst_of_sends_is_acked_in_order_and_a_sync_behind_it_sees_it(
         a_acc, b_acc = await http.account(), await http.account()
         cid = await http.conversation(a_acc, "direct", [b_acc])
         a, _ = await Raw.connect(session, tidings_server.ws_url, a_acc.token)
-        for n in range(count):
-            cmid = f"burst{n}"
-            await a.send(
-                {"type": "send", "conversation_id": cid, "client_msg_id": cmid, "content": text(n)}
-            )
+        await a.send_burst(cid, "burst", count)
         await a.send({"type": "sync", "id": "s", "cursors": {cid: 0}})
         frames: list[dict[str, Any]] = []
         async with asyncio.timeout(WAIT_S):
@@ -69,10 +65,10 @@ async def test_a_burst_of_sends_is_acked_in_order_and_a_sync_behind_it_sees_it(
         # Every ack (in send order) comes before the sync's answer.
         assert [f["type"] for f in frames] == ["ack"] * count + ["msg"] * count
         acks, msgs = frames[:count], frames[count:]
-        assert [ack["client_msg_id"] for ack in acks] == [f"burst{n}" for n in range(count)]
+        assert [ack["client_msg_id"] for ack in acks] == [f"burst-{n}" for n in range(count)]
         assert [ack["seq"] for ack in acks] == list(range(1, count + 1))
         assert [m["seq"] for m in msgs] == list(range(1, count + 1))
-        assert [m["content"] for m in msgs] == [text(n) for n in range(count)]
+        assert [m["content"] for m in msgs] == [{"text": f"burst {n}"} for n in range(count)]
         assert done["conversations"][0]["last_seq"] == count
         await a.close()
 

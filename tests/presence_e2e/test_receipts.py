@@ -21,15 +21,7 @@ ROUNDS = MESSAGES
 
 async def _send_many(conn: Raw, cid: str, count: int, tag: str) -> int:
     """Send ``count`` messages, pipelined; the highest seq acknowledged."""
-    for i in range(count):
-        await conn.send(
-            {
-                "type": "send",
-                "conversation_id": cid,
-                "client_msg_id": f"{tag}-{i}",
-                "content": {"text": f"m{i}"},
-            }
-        )
+    await conn.send_burst(cid, tag, count)
     seqs: list[int] = [(await conn.recv_type("ack"))["seq"] for _ in range(count)]
     return max(seqs)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sqlite_lock import write_lock_held
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.models import AppendResult, ConversationKind, NewMessage
 from tidings.store.base import Store
@@ -179,21 +180,16 @@ async def test_locked_database_is_unavailable_and_fails_the_whole_batch(tmp_path
     await store.start()
     try:
         cid, uid, did = await _conversation(store)
-        other = sqlite3.connect(path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # an outsider holds the write lock
+        with write_lock_held(path):
             async with asyncio.timeout(WAIT_S):
                 outcomes = await asyncio.gather(
                     *(store.append(_text(cid, uid, did, f"m{i}")) for i in range(20)),
                     return_exceptions=True,
                 )
-            for outcome in outcomes:
-                assert isinstance(outcome, TidingsError)
-                assert outcome.code is ErrorCode.UNAVAILABLE
-                assert outcome.retryable
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
+        for outcome in outcomes:
+            assert isinstance(outcome, TidingsError)
+            assert outcome.code is ErrorCode.UNAVAILABLE
+            assert outcome.retryable
         # Nothing was stored, and a retry with the same ids now succeeds.
         assert await store.history(cid) == []
         retry = await store.append(_text(cid, uid, did, "m0"))
@@ -211,20 +207,14 @@ async def test_a_lock_held_elsewhere_is_waited_for_off_the_loop(tmp_path: Path) 
     await store.start()
     try:
         cid, uid, did = await _conversation(store)
-        other = sqlite3.connect(path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # an outsider holds the write lock
+        with write_lock_held(path) as other:
             append = asyncio.create_task(store.append(_text(cid, uid, did, "m0")))
-            ticks = 0
             async with asyncio.timeout(WAIT_S):
-                while ticks < 20:  # the loop is free while the writer waits
+                for _ in range(20):  # the loop is free while the writer waits
                     await asyncio.sleep(0.01)
-                    ticks += 1
                 assert not append.done()
                 other.execute("COMMIT")
                 stored = await append
-        finally:
-            other.close()
         assert (stored.message.seq, stored.duplicate) == (1, False)
         pragmas = await store.write_pragmas()
         assert pragmas["busy_timeout"] == 30_000  # restored after the attempt on the loop
