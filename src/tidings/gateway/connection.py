@@ -20,6 +20,7 @@ import enum
 import logging
 from collections.abc import Callable
 
+from tidings.core.loop import LoopRef
 from tidings.core.models import Device
 from tidings.core.ratelimit import TokenBucket
 from tidings.gateway.wsframe import text_frame
@@ -72,10 +73,11 @@ class WriteHub:
         self.send_buffer_bytes = send_buffer_bytes
         self.on_cut = on_cut
         self._dirty: list[Connection] = []
+        self._loop = LoopRef()
 
     def mark(self, conn: Connection) -> None:
         if not self._dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._loop.get().call_soon(self.flush)
         self._dirty.append(conn)
 
     def flush(self) -> None:

@@ -48,6 +48,7 @@ from tidings.core.frames import (
     error_frame,
 )
 from tidings.core.ids import now_ms
+from tidings.core.loop import LoopRef
 from tidings.core.service import ChatService, msg_frame
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.presence import PresenceHub
@@ -95,6 +96,7 @@ class SessionHandler:
         self._settings = settings
         self._depth = max(1, settings.frames_in_flight) if store.writes_in_call_order else 1
         self._in_flight = metrics.frames_in_flight
+        self._loop = LoopRef()
         self.idle = asyncio.Event()
         """Set while none is in flight."""
         self.idle.set()
@@ -184,7 +186,7 @@ class SessionHandler:
             tasks = conn.in_flight = set()
         self._in_flight.inc()
         self.idle.clear()
-        task = asyncio.get_running_loop().create_task(self._answer(conn, frame))
+        task = self._loop.get().create_task(self._answer(conn, frame))
         tasks.add(task)
         task.add_done_callback(partial(self._answered, conn))
         if len(tasks) >= self._depth or self._in_flight.value > NODE_IN_FLIGHT:
