@@ -83,3 +83,25 @@ async def test_past_the_node_limit_each_connection_waits_for_its_own(
         assert seqs == list(range(1, 41))
         assert [ack["client_msg_id"] for ack in a_acks] == [f"a-{n}" for n in range(20)]
     await poll(lambda: gauge.value == 0, WAIT_S)
+
+
+async def test_sends_in_flight_when_the_client_leaves_are_still_stored(
+    server_factory: ServerFactory,
+) -> None:
+    """A client that sends a burst and closes at once loses no acknowledged
+    state: the sends already read are stored in order (their acks go nowhere),
+    the rest were never read, and nothing stays in flight."""
+    server = await server_factory(sqlite_busy_timeout_ms=STALL_TIMEOUT_MS)
+    gauge = server.node.metrics.frames_in_flight
+    async with two_clients(server) as (a, b, cid):
+        with write_lock_held(store_path(server)):
+            await a.send_burst(cid, "a", 10)
+            await poll(lambda: gauge.value == 10, WAIT_S)
+            await a.close()
+        await poll(lambda: gauge.value == 0, WAIT_S)
+        stored = await server.node.store.history(cid, 0, None, 100)
+        assert [m.client_msg_id for m in stored] == [f"a-{n}" for n in range(10)]
+        assert [m.seq for m in stored] == list(range(1, 11))
+        # The other member is told of them live, and the server goes on.
+        delivered = [(await b.recv_type("msg"))["seq"] for _ in range(10)]
+        assert delivered == list(range(1, 11))
