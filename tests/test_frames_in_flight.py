@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ from tests.conftest import RunningServer, ServerFactory
 from tests.sqlite_lock import write_lock_held
 from tests.wire import WAIT_S, Raw, direct_pair, poll
 from tidings.gateway import session
+from tidings.observability.metrics import LoopGauge
 from tidings.store.sqlite import SqliteStore
 
 # Long enough that the stalled writer never gives up while the test looks;
@@ -37,10 +38,17 @@ async def two_clients(server: RunningServer) -> AsyncIterator[tuple[Raw, Raw, st
         yield pair.a, pair.b, pair.cid
 
 
-def store_path(server: RunningServer) -> str:
+async def stallable(factory: ServerFactory, **overrides: Any) -> tuple[RunningServer, LoopGauge]:
+    """A server whose writer :func:`stall` can hold still, and its gauge of frames in flight."""
+    server = await factory(sqlite_busy_timeout_ms=STALL_TIMEOUT_MS, **overrides)
+    return server, server.node.metrics.frames_in_flight
+
+
+def stall(server: RunningServer) -> AbstractContextManager[object]:
+    """Hold the server's SQLite write lock from outside for the block."""
     store = server.node.store
     assert isinstance(store, SqliteStore)
-    return store.path
+    return write_lock_held(store.path)
 
 
 async def _acks(conn: Raw, count: int) -> list[dict[str, Any]]:
@@ -50,10 +58,9 @@ async def _acks(conn: Raw, count: int) -> list[dict[str, Any]]:
 async def test_a_connection_has_at_most_frames_in_flight_answered_at_once(
     server_factory: ServerFactory,
 ) -> None:
-    server = await server_factory(frames_in_flight=4, sqlite_busy_timeout_ms=STALL_TIMEOUT_MS)
-    gauge = server.node.metrics.frames_in_flight
+    server, gauge = await stallable(server_factory, frames_in_flight=4)
     async with two_clients(server) as (a, _, cid):
-        with write_lock_held(store_path(server)):
+        with stall(server):
             await a.send_burst(cid, "a", 20)
             await poll(lambda: gauge.value == 4, WAIT_S)
             await asyncio.sleep(WATCH_S)
@@ -66,10 +73,9 @@ async def test_past_the_node_limit_each_connection_waits_for_its_own(
     server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(session, "NODE_IN_FLIGHT", 5)
-    server = await server_factory(sqlite_busy_timeout_ms=STALL_TIMEOUT_MS)
-    gauge = server.node.metrics.frames_in_flight
+    server, gauge = await stallable(server_factory)
     async with two_clients(server) as (a, b, cid):
-        with write_lock_held(store_path(server)):
+        with stall(server):
             await a.send_burst(cid, "a", 20)
             # A's sixth send takes the node past 5: A stops reading there.
             await poll(lambda: gauge.value == 6, WAIT_S)
@@ -91,10 +97,9 @@ async def test_sends_in_flight_when_the_client_leaves_are_still_stored(
     """A client that sends a burst and closes at once loses no acknowledged
     state: the sends already read are stored in order (their acks go nowhere),
     the rest were never read, and nothing stays in flight."""
-    server = await server_factory(sqlite_busy_timeout_ms=STALL_TIMEOUT_MS)
-    gauge = server.node.metrics.frames_in_flight
+    server, gauge = await stallable(server_factory)
     async with two_clients(server) as (a, b, cid):
-        with write_lock_held(store_path(server)):
+        with stall(server):
             await a.send_burst(cid, "a", 10)
             await poll(lambda: gauge.value == 10, WAIT_S)
             await a.close()

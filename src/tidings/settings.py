@@ -82,8 +82,8 @@ class Settings:
     frame_burst: int = 2000
     """Burst of frames per connection."""
     frames_in_flight: int = 32
-    """Sends and cursor moves of one connection answered at once (on SQLite; one at a time
-    on PostgreSQL, whose pool may commit them out of order); more wait unread."""
+    """Sends and cursor moves of one connection answered at once; more wait unread (the
+    socket is not read meanwhile)."""
     handshake_rate_per_s: float = 1000.0
     """Admission control: WebSocket handshakes accepted per second per node (token bucket);
     more get 503 with Retry-After."""

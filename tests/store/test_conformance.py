@@ -459,6 +459,26 @@ async def test_cursors_follow_a_burst_as_if_sent_one_by_one(store: Store) -> Non
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 9)]
 
 
+async def test_appends_take_seqs_in_call_order(store: Store) -> None:
+    """What ``writes_in_call_order`` promises the gateway (both stores make
+    it): appends started one after another, each in its own task as the
+    gateway answers a burst of sends, get seqs in that order, whether they
+    commit together or in several batches."""
+    assert store.writes_in_call_order
+    p = await pair(store)
+    count = 300
+    async with asyncio.timeout(WAIT_S):
+        tasks = []
+        for i in range(count):
+            append = store.append(text(p.cid, p.alice, p.a_dev, f"m{i}"))
+            tasks.append(asyncio.create_task(append))
+            if i % 7 == 0:
+                await asyncio.sleep(0)  # let some batches start mid-burst
+        results = await asyncio.gather(*tasks)
+    assert [r.message.client_msg_id for r in results] == [f"m{i}" for i in range(count)]
+    assert [r.message.seq for r in results] == list(range(1, count + 1))
+
+
 async def test_concurrent_appends_are_gap_free(store: Store) -> None:
     p = await pair(store)
     tasks, per_task = 20, 50

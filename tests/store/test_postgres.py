@@ -30,9 +30,10 @@ from tidings.core.models import (
     User,
 )
 from tidings.store.postgres import APPLICATION_NAME, PostgresStore
-from tidings.store.postgres_cursors import (
-    CursorBatcher,
-    CursorBatchStats,
+from tidings.store.postgres_batches import (
+    CURSOR_BATCH_MAX,
+    Batcher,
+    BatchStats,
     CursorMove,
     CursorOutcome,
 )
@@ -164,7 +165,10 @@ async def test_racing_duplicates_store_one_and_roll_back_the_rest(
 ) -> None:
     """Identical sends that all passed the duplicate check (they queue on the
     conversation's row lock, held here) must end as one message: the losers
-    hit the unique index, roll back their seq bump, and return the winner."""
+    hit the unique index, roll back their seq bump, and return the winner.
+    Each node sends its three as one batch (one statement waiting per node),
+    where the second and third find the first; the losing nodes' batches fail
+    on the unique index and are re-sent one append at a time."""
     nodes = await open_nodes(db_url, 3)
     try:
         w = await world(nodes[0])
@@ -179,7 +183,7 @@ async def test_racing_duplicates_store_one_and_roll_back_the_rest(
             asyncio.create_task(nodes[i % 3].append(text(cid, w.users[0], w.devices[0], "same")))
             for i in range(9)
         ]
-        await waiting_on_locks(db_url, 9)
+        await waiting_on_locks(db_url, 3)
         await tx.rollback()
         async with asyncio.timeout(WAIT_S):
             results = await asyncio.gather(*sends)
@@ -340,13 +344,13 @@ async def test_terminated_connections_fail_unavailable_and_write_nothing(
             asyncio.create_task(store.append(text(cid, w.users[0], w.devices[0], f"m{i}")))
             for i in range(5)
         ]
-        await waiting_on_locks(db_url, 5)
+        await waiting_on_locks(db_url, 1)  # the five go out as one batch
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = $1 AND datname = current_database()",
             APPLICATION_NAME,
         )
-        assert killed >= 5
+        assert killed >= 1
         async with asyncio.timeout(WAIT_S):
             outcomes = await asyncio.gather(*sends, return_exceptions=True)
         await tx.rollback()
@@ -450,7 +454,7 @@ class FakeSend:
         ]
 
 
-def submit_all(batcher: CursorBatcher, users: list[str]) -> list[asyncio.Future[CursorState]]:
+def submit_all(batcher: Batcher[CursorMove], users: list[str]) -> list[asyncio.Future[CursorState]]:
     moves = [move_of(("c", user, "d", 1, 0)) for user in users]
     for move in moves:
         batcher.submit(move)
@@ -459,7 +463,7 @@ def submit_all(batcher: CursorBatcher, users: list[str]) -> list[asyncio.Future[
 
 async def test_batcher_sends_what_queued_meanwhile_as_the_next_batch() -> None:
     send = FakeSend()
-    batcher = CursorBatcher(send, max_batch=4)
+    batcher = Batcher(send, 4, "cursor")
     send.gate.clear()
     first = submit_all(batcher, ["a", "b"])
     async with asyncio.timeout(WAIT_S):
@@ -469,12 +473,12 @@ async def test_batcher_sends_what_queued_meanwhile_as_the_next_batch() -> None:
         results = await asyncio.gather(*first, *later)
     assert send.batches == [["a", "b"], ["c", "d", "e", "f"], ["g", "h", "i"]]
     assert [r.user_id for r in results] == list("abcdefghi")
-    assert batcher.stats == CursorBatchStats(moves=9, batches=3)
+    assert batcher.stats == BatchStats(writes=9, batches=3)
 
 
 async def test_batcher_keeps_errors_per_move_and_survives_failures() -> None:
     send = FakeSend()
-    batcher = CursorBatcher(send)
+    batcher = Batcher(send, CURSOR_BATCH_MAX, "cursor")
     send.poison = {"p"}
     async with asyncio.timeout(WAIT_S):
         # An unexpected failure: the batch is re-sent move by move, so only
@@ -503,7 +507,7 @@ async def test_batcher_keeps_errors_per_move_and_survives_failures() -> None:
 
 async def test_batcher_skips_cancelled_callers() -> None:
     send = FakeSend()
-    batcher = CursorBatcher(send)
+    batcher = Batcher(send, CURSOR_BATCH_MAX, "cursor")
     send.gate.clear()
     first = submit_all(batcher, ["a"])
     async with asyncio.timeout(WAIT_S):
@@ -517,7 +521,7 @@ async def test_batcher_skips_cancelled_callers() -> None:
 
 async def test_batcher_close_fails_what_cannot_finish() -> None:
     send = FakeSend()
-    batcher = CursorBatcher(send)
+    batcher = Batcher(send, CURSOR_BATCH_MAX, "cursor")
     send.gate.clear()  # the batch in flight never finishes
     in_flight = submit_all(batcher, ["a"])
     async with asyncio.timeout(WAIT_S):
@@ -557,7 +561,7 @@ async def test_concurrent_moves_are_one_statement_and_one_transaction(
         )
         after = store.cursor_batch_stats
         assert all(isinstance(o, CursorState) and o.moved for o in outcomes), outcomes
-        assert (after.moves - before.moves, after.batches - before.batches) == (119, 1)
+        assert (after.writes - before.writes, after.batches - before.batches) == (119, 1)
         # Every row the batch wrote carries one transaction id.
         xids = await admin.fetchval(
             "SELECT count(DISTINCT x) FROM ("
@@ -628,6 +632,54 @@ async def test_bad_moves_in_a_batch_fail_alone(db_url: str) -> None:
             (4, 1, True),
         ]
         assert store.cursor_batch_stats.batches == 1  # unstorable ids never reach the batch
+    finally:
+        await store.close()
+
+
+async def test_concurrent_appends_are_one_statement_with_outcomes_of_their_own(
+    db_url: str, admin: asyncpg.Connection
+) -> None:
+    """Appends waiting together go out as one ``tidings_append_many`` (one
+    transaction); a non-member's append and a repeated key among them get
+    their own outcomes, and the rest are stored in the order called."""
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=3, convs=2)
+        first, second = (c.conversation_id for c in w.convs)
+        outsider = await store.create_user("outsider", "h", NOW)
+        outsider_device = Device("d_outsider", outsider.user_id, "phone", NOW)
+        calls = [
+            text(second, w.users[1], w.devices[1], "b0"),
+            text(first, w.users[0], w.devices[0], "a0"),
+            text(first, outsider, outsider_device, "x0"),
+            text(first, w.users[1], w.devices[1], "b1"),
+            text(first, w.users[0], w.devices[0], "a0"),  # the same key again
+            text(first, w.users[0], w.devices[0], "a1"),
+        ]
+        before = store.append_batch_stats
+        async with asyncio.timeout(WAIT_S):
+            outcomes = await asyncio.gather(
+                *(store.append(m) for m in calls), return_exceptions=True
+            )
+        after = store.append_batch_stats
+        assert (after.writes - before.writes, after.batches - before.batches) == (6, 1)
+        refused = outcomes[2]
+        assert isinstance(refused, TidingsError)
+        assert refused.code is ErrorCode.NOT_MEMBER
+        b0, a0, _, b1, again, a1 = outcomes
+        results = (b0, a0, b1, again, a1)
+        assert all(isinstance(r, AppendResult) for r in results), outcomes
+        b0, a0, b1, again, a1 = (r for r in results if isinstance(r, AppendResult))
+        assert (b0.message.seq, b0.duplicate) == (1, False)
+        assert (again.message, again.duplicate) == (a0.message, True)
+        # One sender's appends keep their order; senders may interleave either way.
+        assert a0.message.seq < a1.message.seq
+        assert {a0.message.seq, b1.message.seq, a1.message.seq} == {1, 2, 3}
+        history = await store.history(first)
+        assert [m.message_id for m in history] == [
+            r.message.message_id for r in sorted((a0, b1, a1), key=lambda r: r.message.seq)
+        ]
+        assert await admin.fetchval("SELECT count(*) FROM messages") == 4
     finally:
         await store.close()
 

@@ -156,24 +156,6 @@ async def test_concurrent_writes_share_commits(sqlite_store: SqliteStore) -> Non
     assert 1 <= commits < count
 
 
-async def test_appends_take_seqs_in_call_order(sqlite_store: SqliteStore) -> None:
-    """What ``writes_in_call_order`` promises the gateway: appends started one
-    after another (each in its own task, as the gateway answers a burst of
-    sends) get seqs in that order, in one commit or several."""
-    assert sqlite_store.writes_in_call_order
-    cid, uid, did = await _conversation(sqlite_store)
-    count = 300
-    async with asyncio.timeout(WAIT_S):
-        tasks = []
-        for i in range(count):
-            tasks.append(asyncio.create_task(sqlite_store.append(_text(cid, uid, did, f"m{i}"))))
-            if i % 7 == 0:
-                await asyncio.sleep(0)  # let some commits start mid-burst
-        results = await asyncio.gather(*tasks)
-    assert [r.message.client_msg_id for r in results] == [f"m{i}" for i in range(count)]
-    assert [r.message.seq for r in results] == list(range(1, count + 1))
-
-
 async def test_locked_database_is_unavailable_and_fails_the_whole_batch(tmp_path: Path) -> None:
     path = str(tmp_path / "t.db")
     store = SqliteStore(path, busy_timeout_ms=50)

@@ -51,12 +51,14 @@ class Store(Protocol):
     def writes_in_call_order(self) -> bool:
         """Whether writes take effect in the order their calls were made.
 
-        True when every write enters one FIFO queue before the call first
-        yields (the SQLite store): two appends started one after the other
-        get seqs in that order even if the first is still waiting to commit,
-        so the gateway may keep several of a connection's sends in flight.
-        False (a pool of connections, where either may commit first) makes
-        the gateway handle a connection's frames strictly one at a time.
+        True when every append (and every cursor move) enters a FIFO queue
+        before the call first yields, and the queue's batches commit one at a
+        time (SQLite's writer; PostgreSQL's append and cursor batchers): two
+        appends started one after the other get seqs in that order even if
+        the first is still waiting to commit, so the gateway may keep several
+        of a connection's sends in flight. False (say, a pool of connections
+        used directly, where either may commit first) makes the gateway
+        handle a connection's frames strictly one at a time.
         """
         ...
 

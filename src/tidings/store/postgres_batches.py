@@ -1,11 +1,13 @@
-"""Cursor moves coalesced into batches, adding no delay (the PostgreSQL store's).
+"""Writes coalesced into batches, adding no delay (the PostgreSQL store's).
 
 Every member's ``delivered`` ack is a cursor move, so one message to a group
 of 1000 makes 1000 moves within milliseconds; sent one by one, each was a
-round trip and a committed transaction of its own. :class:`CursorBatcher`
-queues them and sends whatever is queued as one batch; how a batch is sent
-(one ``tidings_advance_cursors_many`` statement) is the store's business,
-passed in as ``send``.
+round trip and a committed transaction of its own. Appends under load are
+the same: 1:1 throughput measured ~500 µs of PostgreSQL CPU per append sent
+on its own, ~190 µs sent 500 to a transaction. A :class:`Batcher` queues
+writes of one kind and sends whatever is queued as one batch; how a batch is
+sent (one ``tidings_advance_cursors_many`` or ``tidings_append_many``
+statement) is the store's business, passed in as ``send``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from tidings.core.errors import TidingsError
-from tidings.core.models import CursorState
+from tidings.core.models import AppendResult, CursorState, NewMessage
 from tidings.store.postgres_errors import store_closed, translate
 
 log = logging.getLogger("tidings.store.postgres")
@@ -26,6 +29,18 @@ CURSOR_BATCH_MAX = 1000
 """Most cursor moves sent in one statement. One 1000-member group message
 makes about this many on one node at once; a larger batch would hold its
 member row locks (and the one connection) longer while adding little."""
+
+APPEND_BATCH_MAX = 500
+"""Most appends sent in one statement: past a few hundred the saving per
+append is small, while the batch holds its conversations' row locks (which
+other nodes' appends to them wait for) until it commits."""
+
+
+class Queued(Protocol):
+    """A queued write: its caller awaits ``future``."""
+
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
 
 
 @dataclass(slots=True)
@@ -43,62 +58,82 @@ class CursorMove:
 CursorOutcome = CursorState | TidingsError
 """What one move of a batch came to: its new state or its own error."""
 
-SendBatch = Callable[[Sequence[CursorMove]], Awaitable[Sequence[CursorOutcome]]]
-"""Sends one batch as one statement; raises if the whole batch failed."""
+
+@dataclass(slots=True)
+class AppendItem:
+    """One queued ``append`` call and the future its caller awaits."""
+
+    message: NewMessage
+    message_id: str
+    future: asyncio.Future[AppendResult]
+
+
+AppendOutcome = AppendResult | TidingsError
+"""What one append of a batch came to: the stored message or its own error."""
+
+W = TypeVar("W", bound=Queued)
 
 
 @dataclass(frozen=True, slots=True)
-class CursorBatchStats:
-    """Counters of a :class:`CursorBatcher`: how well moves coalesce (and, for
+class BatchStats:
+    """Counters of a :class:`Batcher`: how well writes coalesce (and, for
     the tests, proof that a batch is one statement)."""
 
-    moves: int
+    writes: int
     batches: int
 
 
-class CursorBatcher:
-    """Coalesces concurrent cursor moves into batches, adding no delay.
+class Batcher(Generic[W]):
+    """Coalesces concurrent writes of one kind into batches, adding no delay.
 
-    ``submit`` queues a move and, unless a flusher task is already running,
+    ``submit`` queues a write and, unless a flusher task is already running,
     starts one; the flusher sends everything queued (at most ``max_batch``)
-    as one batch, waits for it, and repeats while moves are queued, then
-    ends. So a lone move leaves at the next turn of the event loop, and the
-    moves that arrive while a batch is in flight make up the next batch: the
-    batch size follows the load, one batch in flight per store.
+    as one batch, waits for it, and repeats while writes are queued, then
+    ends. So a lone write leaves at the next turn of the event loop, and the
+    writes that arrive while a batch is in flight make up the next batch: the
+    batch size follows the load, one batch in flight per batcher, in the
+    order submitted.
 
     Every future is settled: with its own outcome; with the batch's error if
     the batch failed as a whole with a :class:`TidingsError` (``unavailable``:
-    the database, not a move, is the problem); or with ``unavailable`` when
+    the database, not a write, is the problem); or with ``unavailable`` when
     the batcher is closed. A batch that fails otherwise (an error no single
-    move was expected to cause) is re-sent one move at a time, so that a move
-    the database rejects fails alone, as its own call would have. The flusher
-    carries on with the next batch either way.
+    write was expected to cause: a unique violation lost to another node, a
+    deadlock) is re-sent one write at a time, so that a write the database
+    rejects fails alone, as its own call would have. The flusher carries on
+    with the next batch either way.
     """
 
-    def __init__(self, send: SendBatch, max_batch: int = CURSOR_BATCH_MAX) -> None:
+    def __init__(
+        self,
+        send: Callable[[Sequence[W]], Awaitable[Sequence[Any]]],
+        max_batch: int,
+        name: str,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"bad max_batch: {max_batch}")
         self._send = send
         self._max_batch = max_batch
-        self._queue: deque[CursorMove] = deque()
+        self._name = name
+        self._queue: deque[W] = deque()
         self._flusher: asyncio.Task[None] | None = None
-        self._moves = 0
+        self._writes = 0
         self._batches = 0
 
     @property
-    def stats(self) -> CursorBatchStats:
-        return CursorBatchStats(self._moves, self._batches)
+    def stats(self) -> BatchStats:
+        return BatchStats(self._writes, self._batches)
 
-    def submit(self, move: CursorMove) -> None:
-        """Queue ``move``; its future is settled by the flusher."""
-        self._queue.append(move)
+    def submit(self, write: W) -> None:
+        """Queue ``write``; its future is settled by the flusher."""
+        self._queue.append(write)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(
-                self._flush(), name="tidings-cursor-flusher"
+                self._flush(), name=f"tidings-{self._name}-flusher"
             )
 
     async def close(self, timeout_s: float) -> None:
-        """Let the queued moves finish for up to ``timeout_s``, then cancel
+        """Let the queued writes finish for up to ``timeout_s``, then cancel
         the batch in flight and fail whatever is left with ``unavailable``."""
         flusher = self._flusher
         if flusher is not None:
@@ -111,7 +146,7 @@ class CursorBatcher:
 
     async def _flush(self) -> None:
         """Send batches until the queue is empty (each turn takes at least
-        one move off the queue, so this ends once submissions stop)."""
+        one write off the queue, so this ends once submissions stop)."""
         try:
             while self._queue:
                 batch = self._take()
@@ -120,16 +155,16 @@ class CursorBatcher:
         finally:
             self._flusher = None
 
-    def _take(self) -> list[CursorMove]:
-        """The next batch: up to ``max_batch`` queued moves whose callers still wait."""
-        batch: list[CursorMove] = []
+    def _take(self) -> list[W]:
+        """The next batch: up to ``max_batch`` queued writes whose callers still wait."""
+        batch: list[W] = []
         while self._queue and len(batch) < self._max_batch:
             move = self._queue.popleft()
-            if not move.future.done():  # a cancelled caller needs no move
+            if not move.future.done():  # a cancelled caller needs no write
                 batch.append(move)
         return batch
 
-    async def _run(self, batch: list[CursorMove]) -> None:
+    async def _run(self, batch: list[W]) -> None:
         """Send one batch and settle all its futures; raises only CancelledError
         (closing), after failing the batch's futures that are still pending."""
         try:
@@ -139,16 +174,18 @@ class CursorBatcher:
                 _settle_error(move.future, store_closed())
             raise
 
-    async def _send_and_settle(self, batch: list[CursorMove]) -> None:
-        self._moves += len(batch)
+    async def _send_and_settle(self, batch: list[W]) -> None:
+        self._writes += len(batch)
         self._batches += 1
         try:
             outcomes = await self._send(batch)
             if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} cursor moves")
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} writes")
         except Exception as exc:
             if len(batch) > 1 and not isinstance(translate(exc), TidingsError):
-                log.warning("cursor batch of %d failed, re-sent one by one: %r", len(batch), exc)
+                log.warning(
+                    "%s batch of %d failed, re-sent one by one: %r", self._name, len(batch), exc
+                )
                 for move in batch:
                     if not move.future.done():
                         await self._send_and_settle([move])
@@ -163,13 +200,13 @@ class CursorBatcher:
                 move.future.set_result(outcome)
 
 
-def _settle_error(future: asyncio.Future[CursorState], error: BaseException) -> None:
+def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
 
 
 def _error_for_each(exc: Exception) -> BaseException:
-    """What one move of a batch that failed as a whole raises: the error a
+    """What one write of a batch that failed as a whole raises: the error a
     single call would have raised, as a fresh instance per caller (each is
     raised, and gets its traceback, in a different task)."""
     translated = translate(exc)
