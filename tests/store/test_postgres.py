@@ -684,6 +684,54 @@ async def test_concurrent_appends_are_one_statement_with_outcomes_of_their_own(
         await store.close()
 
 
+APPEND_MANY_SQL = "SELECT * FROM tidings_append_many($1, $2, $3, $4, $5, $6, $7)"
+
+
+async def test_append_batches_in_opposite_orders_do_not_deadlock(
+    db_url: str, admin: asyncpg.Connection
+) -> None:
+    """``tidings_append_many`` locks its conversations in key order before
+    appending in the order given. Two calls naming conversations A and B in
+    opposite orders, released together from behind a lock on A, would
+    otherwise each hold one and wait for the other (a deadlock: one call
+    fails after ``deadlock_timeout``); here both complete."""
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=2, convs=2)
+    finally:
+        await store.close()
+    a, b = sorted(c.conversation_id for c in w.convs)
+    sender, device = w.users[0].user_id, w.devices[0].device_id
+
+    def args(order: list[str], tag: str) -> list[list[Any]]:
+        n = len(order)
+        keys = [f"{tag}{i}" for i in range(n)]
+        return [order, [sender] * n, [device] * n, keys, [b"{}"] * n, [NOW] * n, keys]
+
+    callers = [
+        await asyncpg.connect(db_url, server_settings={"application_name": APPLICATION_NAME})
+        for _ in range(2)
+    ]
+    try:
+        tx = admin.transaction()
+        await tx.start()
+        await admin.execute("SELECT 1 FROM conversations WHERE conversation_id = $1 FOR UPDATE", a)
+        calls = [
+            asyncio.create_task(conn.fetch(APPEND_MANY_SQL, *args(order, tag)))
+            for conn, order, tag in ((callers[0], [a, b], "x"), (callers[1], [b, a], "y"))
+        ]
+        await waiting_on_locks(db_url, 2)
+        await tx.rollback()
+        async with asyncio.timeout(WAIT_S):
+            results = await asyncio.gather(*calls)
+    finally:
+        for conn in callers:
+            await conn.close()
+    assert [[r["outcome"] for r in rows] for rows in results] == [["stored"] * 2] * 2
+    last = await admin.fetch("SELECT conversation_id, last_seq FROM conversations ORDER BY 1")
+    assert [tuple(r) for r in last] == [(a, 2), (b, 2)]
+
+
 async def test_many_function_applies_elements_in_order(
     db_url: str, admin: asyncpg.Connection
 ) -> None:
