@@ -684,6 +684,28 @@ async def test_concurrent_appends_are_one_statement_with_outcomes_of_their_own(
         await store.close()
 
 
+async def test_the_one_message_function_still_answers_as_before(
+    db_url: str, admin: asyncpg.Connection
+) -> None:
+    """``tidings_append``, which nodes of the previous version call during a
+    rolling upgrade, keeps its result and its error on top of the batch steps."""
+    (store,) = await open_nodes(db_url, 1)
+    try:
+        w = await world(store, users=2)
+    finally:
+        await store.close()
+    cid, sender, device = w.convs[0].conversation_id, w.users[0].user_id, w.devices[0].device_id
+    call = "SELECT * FROM tidings_append($1, $2, $3, $4, $5, $6, $7)"
+    first = await admin.fetchrow(call, cid, sender, device, "k", b"{}", NOW, "m_1")
+    again = await admin.fetchrow(call, cid, sender, device, "k", b"{}", NOW, "m_2")
+    assert (first["seq"], first["message_id"], first["duplicate"]) == (1, "m_1", False)
+    assert (again["seq"], again["message_id"], again["duplicate"]) == (1, "m_1", True)
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await admin.fetchrow(call, cid, "u_outsider", "d_x", "k2", b"{}", NOW, "m_3")
+    assert refused.value.sqlstate == "TD403"
+    assert await admin.fetchval("SELECT last_seq FROM conversations") == 1
+
+
 APPEND_MANY_SQL = "SELECT * FROM tidings_append_many($1, $2, $3, $4, $5, $6, $7)"
 
 

@@ -11,19 +11,21 @@ Layout of the work:
   therefore atomic, a failing call changes nothing (PostgreSQL rolls the
   statement's transaction back), and asyncpg's statement cache turns each
   call into Bind/Execute of an already prepared statement.
-- **Seq allocation.** ``tidings_append`` starts with ``UPDATE conversations
-  SET last_seq = last_seq + 1 ... RETURNING last_seq``: the row lock
-  serialises the writers of one conversation across all nodes until COMMIT,
-  so seqs are gap-free and unique; membership and the sender's cursors are
-  read *after* the lock, so they are current (a member removed a moment ago
-  cannot post after the removal event). Writers of different conversations
-  never wait for each other.
+- **Seq allocation.** An append (``tidings_append_item``, migration 003)
+  locks the conversation row, then reads membership and the sender's
+  cursors, then ``UPDATE conversations SET last_seq = last_seq + 1 ...
+  RETURNING last_seq``: the row lock serialises the writers of one
+  conversation across all nodes until COMMIT, so seqs are gap-free and
+  unique, and membership read *after* the lock is current (a member removed
+  a moment ago cannot post after the removal event). Writers of different
+  conversations never wait for each other.
 - **Duplicates.** A known ``(sender_id, client_msg_id)`` is returned before
   anything is locked. Two identical sends racing past that check both reach
   the INSERT; the unique index makes the second wait for the first and then
   fail with a unique violation, which rolls its transaction back (its seq
-  bump included) and :meth:`PostgresStore.append` returns the stored copy
-  with ``duplicate=True``.
+  bump included; a batch is then re-sent one append at a time) and
+  :meth:`PostgresStore.append` returns the stored copy with
+  ``duplicate=True``.
 
 The store version and sync tokens
 ---------------------------------
