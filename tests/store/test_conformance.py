@@ -460,11 +460,10 @@ async def test_cursors_follow_a_burst_as_if_sent_one_by_one(store: Store) -> Non
 
 
 async def test_appends_take_seqs_in_call_order(store: Store) -> None:
-    """What ``writes_in_call_order`` promises the gateway (both stores make
-    it): appends started one after another, each in its own task as the
-    gateway answers a burst of sends, get seqs in that order, whether they
-    commit together or in several batches."""
-    assert store.writes_in_call_order
+    """The call-order contract the gateway relies on (store/base.py): appends
+    started one after another, each in its own task as the gateway answers a
+    burst of sends, get seqs in that order, whether they commit together or
+    in several batches."""
     p = await pair(store)
     count = 300
     async with asyncio.timeout(WAIT_S):

@@ -5,10 +5,9 @@ A connection's sends and cursor moves (``delivered``, ``read``) are answered
 in tasks of their own, up to ``frames_in_flight`` at once, so that a client
 with a burst to send does not wait a commit per frame (measured: 1:1
 throughput 1.6x). They enter the store in arrival order, so two sends of one
-connection still get seqs in the order they were sent; that needs a store
-whose writes take effect in call order (``Store.writes_in_call_order``), and
-with any other store one is in flight at a time. Every other frame waits
-until those before it are answered: a ``sync`` after a ``send`` sees it.
+connection still get seqs in the order they were sent (every store takes
+writes in call order: the contract in ``store/base.py``). Every other frame
+waits until those before it are answered: a ``sync`` after a ``send`` sees it.
 
 Any :class:`TidingsError` becomes an ``error`` frame answering that frame
 only; an unexpected exception becomes ``internal`` and is logged, and in both
@@ -94,7 +93,7 @@ class SessionHandler:
         self._registry = registry
         self._metrics = metrics
         self._settings = settings
-        self._depth = max(1, settings.frames_in_flight) if store.writes_in_call_order else 1
+        self._depth = max(1, settings.frames_in_flight)
         self._in_flight = metrics.frames_in_flight
         self._loop = LoopRef()
         self.idle = asyncio.Event()

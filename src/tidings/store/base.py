@@ -8,6 +8,12 @@ the core relies on:
   the message, so seqs per conversation are gap-free and unique however many
   writers race; a known ``(sender_id, client_msg_id)`` returns the stored
   message with ``duplicate=True`` and writes nothing.
+- Appends take effect in the order their calls were made, and so do cursor
+  moves: a call enters its store's queue before it first yields, and the
+  queue's batches commit one at a time. Two appends started one after the
+  other get seqs in that order even while the first still waits to commit;
+  the gateway relies on it to keep several of a connection's sends in flight
+  (``gateway/session.py``).
 - A method that raises has changed nothing.
 - Failures to reach the database raise ``TidingsError(UNAVAILABLE)`` so that
   clients retry; domain rejections raise the matching code (``not_member``,
@@ -45,21 +51,6 @@ class Store(Protocol):
     @property
     def epoch(self) -> str:
         """Random id fixed when the store was created; changed by a restore."""
-        ...
-
-    @property
-    def writes_in_call_order(self) -> bool:
-        """Whether writes take effect in the order their calls were made.
-
-        True when every append (and every cursor move) enters a FIFO queue
-        before the call first yields, and the queue's batches commit one at a
-        time (SQLite's writer; PostgreSQL's append and cursor batchers): two
-        appends started one after the other get seqs in that order even if
-        the first is still waiting to commit, so the gateway may keep several
-        of a connection's sends in flight. False (say, a pool of connections
-        used directly, where either may commit first) makes the gateway
-        handle a connection's frames strictly one at a time.
-        """
         ...
 
     async def start(self) -> None:

@@ -74,7 +74,7 @@ moves or ``APPEND_BATCH_MAX`` appends) as one ``tidings_advance_cursors_many``
 or ``tidings_append_many`` statement, i.e. one transaction; calls arriving
 while that batch is in flight form the next one. An idle store sends a lone
 call at once. Batches of a kind go out one at a time, in the order called, so
-appends take seqs in call order (``writes_in_call_order``). The SQL functions
+appends take seqs in call order (the store contract in ``base.py``). The SQL functions
 lock conversation and member rows in key order (appends are sent sorted by
 conversation and sender, each sender's in the order called), so two nodes'
 batches cannot deadlock each other on them, and report a non-member per
@@ -103,6 +103,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
+from tidings.core.loop import LoopRef
 from tidings.core.models import (
     AppendResult,
     Conversation,
@@ -427,6 +428,7 @@ class PostgresStore:
         self._pool: Any = None
         self._epoch = ""
         self._mark_in_flight: asyncio.Future[int] | None = None
+        self._loop = LoopRef()  # one future per append and per cursor move
         self._cursors = Batcher(self._send_cursor_batch, cursor_batch_max, "cursor")
         self._appends = Batcher(self._send_append_batch, append_batch_max, "append")
 
@@ -439,10 +441,6 @@ class PostgresStore:
     @property
     def epoch(self) -> str:
         return self._epoch
-
-    @property
-    def writes_in_call_order(self) -> bool:
-        return True  # appends (and cursor moves) go out in FIFO batches, one at a time
 
     @property
     def url(self) -> str:
@@ -486,8 +484,8 @@ class PostgresStore:
         return self._appends.stats
 
     async def close(self) -> None:
-        """Finish (or, after ``CLOSE_TIMEOUT_S``, fail) the queued cursor moves,
-        then close the pool."""
+        """Finish (or, after ``CLOSE_TIMEOUT_S``, fail) the queued appends and
+        cursor moves, then close the pool."""
         await self._appends.close(CLOSE_TIMEOUT_S)
         await self._cursors.close(CLOSE_TIMEOUT_S)
         pool, self._pool = self._pool, None
@@ -696,7 +694,7 @@ class PostgresStore:
         texts = (message.conversation_id, message.sender_id, message.device_id)
         if not all(_pg_text(text) for text in (*texts, message.client_msg_id)):
             raise TidingsError(ErrorCode.BAD_REQUEST, "text PostgreSQL cannot hold (NUL)")
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AppendResult] = self._loop.get().create_future()
         self._appends.submit(AppendItem(message, new_id("m"), future))
         try:
             return await future
@@ -793,7 +791,7 @@ class PostgresStore:
             raise store_closed()
         if not (_pg_text(conversation_id) and _pg_text(user_id) and _pg_text(device_id)):
             raise TidingsError(ErrorCode.NOT_MEMBER, _NOT_MEMBER_MESSAGE)
-        future: asyncio.Future[CursorState] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CursorState] = self._loop.get().create_future()
         self._cursors.submit(
             CursorMove(
                 conversation_id,

@@ -98,8 +98,8 @@ class Batcher(Generic[W]):
     the batch failed as a whole with a :class:`TidingsError` (``unavailable``:
     the database, not a write, is the problem); or with ``unavailable`` when
     the batcher is closed. A batch that fails otherwise (an error no single
-    write was expected to cause: a unique violation lost to another node, a
-    deadlock) is re-sent one write at a time, so that a write the database
+    write was expected to cause, such as a unique violation lost to another
+    node) is re-sent one write at a time, so that a write the database
     rejects fails alone, as its own call would have. The flusher carries on
     with the next batch either way.
     """
@@ -159,9 +159,9 @@ class Batcher(Generic[W]):
         """The next batch: up to ``max_batch`` queued writes whose callers still wait."""
         batch: list[W] = []
         while self._queue and len(batch) < self._max_batch:
-            move = self._queue.popleft()
-            if not move.future.done():  # a cancelled caller needs no write
-                batch.append(move)
+            write = self._queue.popleft()
+            if not write.future.done():  # a cancelled caller needs no write
+                batch.append(write)
         return batch
 
     async def _run(self, batch: list[W]) -> None:
@@ -170,8 +170,8 @@ class Batcher(Generic[W]):
         try:
             await self._send_and_settle(batch)
         except asyncio.CancelledError:
-            for move in batch:
-                _settle_error(move.future, store_closed())
+            for write in batch:
+                _settle_error(write.future, store_closed())
             raise
 
     async def _send_and_settle(self, batch: list[W]) -> None:
@@ -186,18 +186,18 @@ class Batcher(Generic[W]):
                 log.warning(
                     "%s batch of %d failed, re-sent one by one: %r", self._name, len(batch), exc
                 )
-                for move in batch:
-                    if not move.future.done():
-                        await self._send_and_settle([move])
+                for write in batch:
+                    if not write.future.done():
+                        await self._send_and_settle([write])
                 return
-            for move in batch:
-                _settle_error(move.future, _error_for_each(exc))
+            for write in batch:
+                _settle_error(write.future, _error_for_each(exc))
             return
-        for move, outcome in zip(batch, outcomes, strict=True):
+        for write, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, TidingsError):
-                _settle_error(move.future, outcome)
-            elif not move.future.done():
-                move.future.set_result(outcome)
+                _settle_error(write.future, outcome)
+            elif not write.future.done():
+                write.future.set_result(outcome)
 
 
 def _settle_error(future: asyncio.Future[Any], error: BaseException) -> None:

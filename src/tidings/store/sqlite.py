@@ -267,10 +267,6 @@ class SqliteStore:
         return self._epoch
 
     @property
-    def writes_in_call_order(self) -> bool:
-        return True  # one writer queue, entered synchronously (SqliteWriter.submit)
-
-    @property
     def path(self) -> str:
         return str(self._path)
 

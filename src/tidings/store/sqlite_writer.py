@@ -277,8 +277,7 @@ class SqliteWriter:
         """The loop the writer serves, once the writer is known to take jobs.
 
         It is the loop that started the writer, remembered rather than asked
-        for: ``asyncio.get_running_loop()`` makes a ``getpid()`` system call
-        on every call (CPython 3.11).
+        for (why: ``core/loop.py``).
         """
         if self._closed or self._loop is None or self._conn is None:
             raise TidingsError(ErrorCode.UNAVAILABLE, "store is closed")
