@@ -1,7 +1,7 @@
 """How PostgreSQL and driver errors become the errors the protocol promises.
 
-Shared by the store (:mod:`tidings.store.postgres`) and its cursor batcher
-(:mod:`tidings.store.postgres_cursors`): a failure to reach the database is
+Shared by the store (:mod:`tidings.store.postgres`) and its batchers
+(:mod:`tidings.store.postgres_batches`): a failure to reach the database is
 ``unavailable`` (retryable) for every caller, and Tidings' own SQLSTATEs from
 the SQL functions map to their error codes.
 """
