@@ -517,3 +517,58 @@ def test_same_epoch_is_an_ordinary_reconnect() -> None:
     commands, events = h.take()
     assert [c for c in commands if isinstance(c, RequestSync)] == [RequestSync({CID: 1})]
     assert not any(isinstance(e, EpochChanged) for e in events)
+
+
+def test_own_messages_acked_before_a_conversation_is_known_are_kept() -> None:
+    # Sends go out as soon as the connection is up, before the first sync has
+    # told the store where a new conversation starts. The server moves this
+    # device's cursor past its own messages as they are stored (it need not
+    # be sent them), so the sync then says "starts after 3": the store must
+    # still keep 1-3, which it holds from their acks.
+    # The acks themselves are only held (the conversation has no cursor), and
+    # a dropped connection drops what is held: the next sync must ask for them.
+    h = Harness()
+    h.core.start(0.0)
+    cmids = [h.core.send(0.0, CID, f"early {i}") for i in range(3)]
+    h.core.connected(1.0, welcome())
+    commands, _ = h.take()
+    assert transmits(commands) == cmids
+    for seq, cmid in enumerate(cmids, start=1):
+        h.core.ack_received(1.1, ack(cmid, seq))
+    h.core.disconnected(1.2, "dropped")
+    h.core.tick(5.0)
+    h.core.connected(5.0, welcome())
+    commands, _ = h.take()
+    (sync,) = [c for c in commands if isinstance(c, RequestSync)]
+    assert sync.cursors == {CID: 0}
+    own = [msg(seq, sender=ME) for seq in (1, 2, 3)]
+    h.core.sync_completed(5.1, result([*own, msg(4)], {CID: 4}, delivered=3))
+    _, events = h.take()
+    assert surfaced(events) == [(CID, 1), (CID, 2), (CID, 3), (CID, 4)]
+    assert [m.seq for m in h.store.messages(CID)] == [1, 2, 3, 4]
+
+
+def test_own_messages_whose_acks_were_lost_are_kept_in_a_new_conversation() -> None:
+    # Stored, but the connection dropped before the acks: the first sync says
+    # "starts after 3" while the sends still wait for their acks. The store
+    # must not start the conversation until their seqs are known.
+    h = Harness()
+    h.core.start(0.0)
+    cmids = [h.core.send(0.0, CID, f"early {i}") for i in range(3)]
+    h.core.connected(1.0, welcome())
+    h.take()
+    h.core.disconnected(1.2, "dropped")
+    h.core.tick(5.0)
+    h.core.connected(5.0, welcome())
+    commands, _ = h.take()
+    assert transmits(commands) == cmids  # sent again, same ids
+    h.core.sync_completed(5.1, result([], {CID: 3}, delivered=3))
+    assert h.store.messages(CID) == []
+    for seq, cmid in enumerate(cmids, start=1):
+        h.core.ack_received(5.2, ack(cmid, seq, duplicate=True))
+    commands, _ = h.take()
+    (sync,) = [c for c in commands if isinstance(c, RequestSync)]
+    assert sync.cursors == {CID: 0}
+    own = [msg(seq, sender=ME) for seq in (1, 2, 3)]
+    h.core.sync_completed(5.3, result([*own, msg(4)], {CID: 4}, delivered=3))
+    assert [m.seq for m in h.store.messages(CID)] == [1, 2, 3, 4]

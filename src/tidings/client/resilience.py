@@ -44,9 +44,16 @@ the app sees each conversation in seq order without holes, and the store's
 cursor always means "every message up to here is stored". A conversation the
 store has never seen gets its starting point from the sync answer (the
 server's delivered cursor for this device, which is where the server starts
-it). Cumulative ``delivered`` goes out per conversation after
-``delivered_batch`` messages or ``delivered_delay`` seconds, whichever first,
-and only after the messages are committed to the store.
+it), or just below our own first message acked there if that is lower: the
+server moves this device's cursor past our own messages as it stores them,
+so a first sync would skip those sent before it (seen in the chaos test: a
+client that sent before its first sync completed, and whose connection then
+dropped, never held its first few messages). While a send of ours there
+still awaits its ack, a cursor above 0 is not taken at all (that send's seq
+may lie below it); the ack brings the seq and another sync. Cumulative
+``delivered`` goes out per conversation after ``delivered_batch`` messages or
+``delivered_delay`` seconds, whichever first, and only after the messages
+are committed to the store.
 
 **Epochs.** The store keeps the last ``welcome.epoch``. A different one means
 the server was restored from a backup, so seqs above the backup point may now
@@ -329,6 +336,14 @@ class ResilientCore:
         # Receive side.
         self._cursors: dict[str, int] = store.cursors()
         self._held: dict[str, dict[int, Message]] = {}
+        # Conversations the store has no cursor for yet, and the seq just below
+        # our own first message acked there. The server moves this device's
+        # cursor past its own messages as it stores them, so a first sync would
+        # start after them; and their acks are only held, which a dropped
+        # connection clears. Syncs ask for these conversations from here, and
+        # such a conversation gets its starting point only once none of our
+        # sends to it awaits an ack (a lost ack comes back as a duplicate's).
+        self._floors: dict[str, int] = {}
         self._sync_in_flight = False
         self._sync_wanted = False
         self._sync_retry_at: float | None = None
@@ -520,6 +535,11 @@ class ResilientCore:
             return  # a second ack for one already settled
         self._not_before.pop(ack.client_msg_id, None)
         self.outbox.remove(ack.client_msg_id)
+        cid = ack.conversation_id
+        if cid not in self._cursors:
+            self._floors[cid] = min(self._floors.get(cid, ack.seq), ack.seq - 1)
+            if not self._sending_to(cid):
+                self._want_sync(now)  # where it starts can be known now
         self._events.append(
             MessageSent(
                 ack.client_msg_id,
@@ -582,12 +602,16 @@ class ResilientCore:
             self._continue_epoch_check(now, check, result)
             return
         # Conversations unknown to the store start where the server started
-        # them (this device's delivered cursor), as a sync without cursor does.
-        baselines = {
-            s.conversation_id: s.delivered_seq
-            for s in result.conversations
-            if s.conversation_id not in self._cursors
-        }
+        # them (this device's delivered cursor), as a sync without cursor does,
+        # or below our own first message there if that is lower (see _floors);
+        # not past 0 while a send of ours there awaits its ack (the server's
+        # cursor may be past it, and its seq is not known yet).
+        baselines: dict[str, int] = {}
+        for s in result.conversations:
+            cid = s.conversation_id
+            if cid not in self._cursors and not (s.delivered_seq and self._sending_to(cid)):
+                floor = self._floors.pop(cid, s.delivered_seq)
+                baselines[cid] = min(s.delivered_seq, floor)
         if baselines:
             self._cursors.update(baselines)
             self.store.save([], baselines)
@@ -718,6 +742,10 @@ class ResilientCore:
 
     # -- receive internals -------------------------------------------------------------
 
+    def _sending_to(self, conversation_id: str) -> bool:
+        """Whether a send of ours to `conversation_id` is still in the outbox."""
+        return any(e.conversation_id == conversation_id for e in self._entries.values())
+
     def _want_sync(self, now: float) -> None:
         if self._link is not _Link.ONLINE:
             return
@@ -727,7 +755,7 @@ class ResilientCore:
         self._sync_wanted = False
         self._sync_retry_at = None
         self._sync_in_flight = True
-        self._commands.append(RequestSync(dict(self._cursors)))
+        self._commands.append(RequestSync({**self._floors, **self._cursors}))
 
     def _receive(self, now: float, messages: Iterable[Message], also: Iterable[str] = ()) -> bool:
         """Dedupe, order and store messages; surface what became contiguous.
