@@ -90,8 +90,13 @@ class Settings:
     handshake_burst: int = 2000
     """Admission control: handshakes accepted at once before the rate applies."""
     handshake_concurrency: int = 64
-    """Admission control: WebSocket sessions upgraded but not yet answered ``welcome``
-    at once per node; more get 503 with Retry-After (bounds handshake latency in a herd)."""
+    """Admission control: handshakes in progress at once per node (each ``hello``
+    not yet answered, and upgrades waiting for their ``hello``); more get 503
+    with Retry-After (bounds handshake latency in a herd)."""
+    handshake_await_hello_ms: int = 1000
+    """Admission control: how long an upgraded session still waiting for its
+    ``hello`` holds one of the ``handshake_concurrency`` slots (a silent or slow
+    client must not keep others out until ``hello_timeout_ms``)."""
     max_connections: int = 0
     """WebSocket sessions one node holds at most; more get 503 with Retry-After (clients
     retry, behind a balancer or ``reuse_port`` on another node). 0: the process's open-file

@@ -71,10 +71,11 @@ async def open_when_admitted(session: aiohttp.ClientSession, ws_url: str) -> Raw
                 await asyncio.sleep(0.05)
 
 
-async def test_admission_caps_handshakes_waiting_for_welcome(
+async def test_admission_caps_handshakes_in_progress(
     server_factory: ServerFactory,
 ) -> None:
-    server = await server_factory(handshake_concurrency=3)
+    # Upgrades hold their slots while waiting for hello for longer than the test.
+    server = await server_factory(handshake_concurrency=3, handshake_await_hello_ms=600_000)
     async with aiohttp.ClientSession() as session:
         acc = await Http(session, server.http_url).account()
         waiting = [await Raw.open(session, server.ws_url) for _ in range(3)]
@@ -100,6 +101,27 @@ async def test_admission_caps_handshakes_waiting_for_welcome(
         assert refusals >= 3
         welcomed = server.node.metrics.registry.get_sample_value("tidings_handshake_seconds_count")
         assert welcomed == 2  # waiting[0] and fourth; the others never said hello
+
+
+async def test_silent_upgrades_do_not_keep_others_out_until_their_hello_timeout(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(
+        handshake_concurrency=2, handshake_await_hello_ms=200, hello_timeout_ms=600_000
+    )
+    async with aiohttp.ClientSession() as session:
+        acc = await Http(session, server.http_url).account()
+        silent = [await Raw.open(session, server.ws_url) for _ in range(2)]
+        await asyncio.sleep(0.5)  # longer than handshake_await_hello_ms
+        # Admitted at the first attempt, while both silent sockets are still open.
+        conn, welcome = await Raw.connect(session, server.ws_url, acc.token)
+        assert welcome["type"] == "welcome"
+        assert all(not s.ws.closed for s in silent)
+        # A silent socket's late hello is answered like any other.
+        await silent[0].send({"type": "hello", "token": acc.token})
+        assert (await silent[0].recv())["type"] == "welcome"
+        for c in (conn, *silent):
+            await c.close()
 
 
 async def test_a_full_node_refuses_upgrades_until_a_session_leaves(

@@ -5,33 +5,42 @@ cheap 503 and a ``Retry-After``:
 
 - draining (SIGTERM): come back after the drain window (elsewhere);
 - ``max_connections``: the node is full (its open-file limit, by default);
-- ``handshake_concurrency``: too many sessions still waiting for ``welcome``;
-  this caps the queue, and so the latency of an admitted handshake;
+- ``handshake_concurrency``: too many handshakes in progress: each ``hello``
+  not yet answered, and upgrades still waiting for theirs (for at most
+  ``handshake_await_hello_ms``); this caps the queue, and so the latency of an
+  admitted handshake;
 - ``handshake_rate_per_s`` / ``handshake_burst``: a token bucket on the rate.
 
-Why the ``Retry-After`` grows with the backlog: a fixed one sends a herd of
+Why the ``Retry-After`` comes from a calendar: a fixed one sends a herd of
 N refused clients back together a second later, to be refused again, and the
-refusals themselves cost the node accept + parse + answer (about 80 µs each
-here, against a few ms for a handshake). Measured with 50,000 clients
-(docs/benchmarks.md), the node then spent most of the first twenty seconds
-answering 503s and admitted a few dozen handshakes a second. So the answer
-spreads the refused clients over a window of ``refused_per_s / capacity``
-seconds, centred on it (uniform in ``[w/2, 3w/2]``): if they return
-uniformly over that window, they arrive at about the rate this node can
-welcome. The capacity is the largest of the welcomes of the last two
-seconds, Little's law over the admitted queue (``handshake_concurrency`` /
-the mean time from upgrade to welcome) and :data:`MIN_WELCOME_RATE`: at the
-start of a herd the node has not welcomed much yet, and that alone would
-send clients away for far longer than needed.
+refusals cost the node accept + parse + answer (17 µs each when screened at
+accept) and the client a whole TCP connection. So the node books each
+refused client a return: the first whole second ahead (at least the
+guard's floor) for which fewer than ``PROBE_FACTOR`` x the node's welcome
+rate have been told to come back, at most :data:`MAX_RETRY_S` ahead (past
+that, a second drawn from the calendar's second half). A herd of N is then
+told to come back at about the rate the node welcomes, each client refused
+about once, all within N / rate seconds. The welcome rate is the node's
+welcomes over the last one to two seconds, at least :data:`MIN_WELCOME_RATE`
+(at the start of a herd it has not welcomed anyone yet), and never more
+than ``handshake_rate_per_s``.
 
-Erring long is worse than erring short. Too short, and a refused client comes
-back early and is refused again: one more cheap 503. Too long, and it idles
-while the node has room: measured at 50,000 clients, with a floor of 50
-welcomes/s and waits of up to 2 x 60 s, the nodes sat half idle from the
-sixth second on while the last clients waited out their Retry-After, and
-all were back only after 121 s. Hence the floor of a realistic node's
-rate, and a cap (:data:`MAX_RETRY_S`) that keeps every wait inside the
-minute the clients' own backoff schedule implies.
+Measured with 50,000 clients on a slow day (docs/benchmarks.md, 2026-12-02
+06:00-07:00): the previous answer, a window of ``refused_per_s / capacity``
+seconds with no memory of whom it had sent where, refused each client about
+six times (89,000 503s for 15,600 clients in 60 s); the load generators spent
+1.25 of the two cores on those attempts, the three nodes got 0.75, and 18% of
+the clients were back after 60 s. With the calendar: 32,000 503s, and 80%
+back.
+
+Why an upgrade waiting for its ``hello`` holds a slot for at most
+``handshake_await_hello_ms`` (1 s), not until its ``welcome``: the slot is
+there to bound the node's own work, and between the 101 and the ``hello``
+the node does none; the client does. Held until the ``welcome``, 64 clients
+that upgrade and say nothing kept every other client out of the node for the
+whole ``hello_timeout_ms`` (10 s). A client slower than that still gets in:
+its ``hello`` takes a slot when it arrives; the token bucket bounds how many
+upgrades there are to wait for.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from __future__ import annotations
 import math
 import random
 import resource
-from collections import deque
+from collections import OrderedDict, deque
 
 from tidings.core.ratelimit import TokenBucket
 from tidings.settings import Settings
@@ -50,13 +59,23 @@ BUSY_RETRY_S = 1.0
 # ... when it is full: the retry may land on another node at once, or here
 # once clients have left.
 FULL_RETRY_S = 2.0
-# The backlog-scaled wait is capped so that the longest (1.5 x this) stays
-# inside the minute that the clients' own backoff schedule implies.
-MAX_RETRY_S = 30.0
+# The calendar of returns reaches this far: the longest Retry-After stays
+# inside the minute that the clients' own backoff schedule implies (erring
+# long is worse than erring short: a client told to wait too long idles while
+# the node has room; measured with waits of up to 2 x 60 s, all 50,000 were
+# back only after 121 s).
+MAX_RETRY_S = 45
 # The welcome rate assumed before any was measured (and its floor): a node
 # welcomed 200-350 handshakes/s during the 50,000-client storm on the shared
-# two cores (docs/benchmarks.md); any real server does at least this.
-MIN_WELCOME_RATE = 200.0
+# two cores on a quiet day, ~100 on a slow one (docs/benchmarks.md).
+MIN_WELCOME_RATE = 100.0
+# Returns booked per second, over what the node has shown it welcomes: with
+# exactly that, the node would never be offered more and never show more
+# (measured: a node welcomed exactly 200 a second for 20 s, refusing no one,
+# while clients waited out their backoff elsewhere); with a
+# margin, a node with room welcomes more each second until it has none, and
+# then a third of the returns are refused and booked again.
+PROBE_FACTOR = 1.5
 # An upgrade that passed screen() counts against handshake_concurrency until
 # its check(), or this long (its client may be gone before the request is read).
 SCREENED_TTL_S = 1.0
@@ -65,8 +84,6 @@ SCREENED_TTL_S = 1.0
 # the hysteresis keeps a node hovering at its limit from leaving and joining
 # the port for every client that comes and goes.
 REJOIN_ROOM = 64
-# Weight of the newest handshake in the mean time from upgrade to welcome.
-DURATION_WEIGHT = 0.05
 # Open files kept free for the store's and bus's connections, logs and the
 # listening socket when max_connections is derived from the open-file limit.
 FD_HEADROOM = 1000
@@ -83,6 +100,31 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1 << 30
     return max(1, soft - FD_HEADROOM)
+
+
+class _Returns:
+    """The refused clients told to come back, counted per whole second ahead."""
+
+    __slots__ = ("_booked",)
+
+    def __init__(self) -> None:
+        self._booked: dict[int, int] = {}
+
+    def book(self, now: float, floor_s: float, per_second: float) -> int:
+        """The first whole number of seconds, at least `floor_s`, after which
+        fewer than `per_second` others were told to return; when every second
+        up to :data:`MAX_RETRY_S` is taken, one drawn from its second half."""
+        base = int(now)
+        booked = self._booked
+        for second in [s for s in booked if s <= base]:
+            del booked[second]
+        for wait in range(max(1, math.ceil(floor_s)), MAX_RETRY_S + 1):
+            if booked.get(base + wait, 0) < per_second:
+                break
+        else:
+            wait = random.randint(MAX_RETRY_S // 2, MAX_RETRY_S)
+        booked[base + wait] = booked.get(base + wait, 0) + 1
+        return wait
 
 
 class _PerSecond:
@@ -119,15 +161,19 @@ class Admission:
         self._settings = settings
         self._bucket = TokenBucket(settings.handshake_rate_per_s, settings.handshake_burst, now)
         self._max_connections = settings.max_connections or default_max_connections()
-        self.handshaking = 0  # sessions upgraded and still waiting for welcome
+        self.handshaking = 0  # hellos received and not yet answered
         self._welcomed = _PerSecond()
-        self._refused = _PerSecond()
-        self._mean_duration_s: float | None = None
+        self._returns = _Returns()
         self._screened: deque[float] = deque()  # when upgrades passed screen()
+        # Admitted upgrades still waiting for their hello: ticket -> when admitted.
+        self._awaiting: OrderedDict[int, float] = OrderedDict()
+        self._await_hello_s = settings.handshake_await_hello_ms / 1000
+        self._tickets = 0
 
     def check(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
-        """None to admit (counted in ``handshaking`` until :meth:`settled`), else
-        the refusal's reason and its Retry-After in seconds (whole, at least 1)."""
+        """None to admit (the caller then takes a ticket, :meth:`admitted`),
+        else the refusal's reason and its Retry-After in seconds (whole, at
+        least 1)."""
         if self._screened:
             self._screened.popleft()  # (most likely) this upgrade's own pass
         refusal = self._guards(live, draining, now, pending=0)
@@ -136,8 +182,24 @@ class Admission:
         wait_ms = self._bucket.try_take(now)
         if wait_ms:
             return self._backlog_refusal(REASON_RATE, wait_ms / 1000, now)
-        self.handshaking += 1
         return None
+
+    def admitted(self, now: float) -> int:
+        """An upgrade that :meth:`check` let in: it holds a slot until
+        :meth:`hello` or :meth:`left` with the returned ticket, or for
+        ``handshake_await_hello_ms``, whichever comes first."""
+        self._tickets += 1
+        self._awaiting[self._tickets] = now
+        return self._tickets
+
+    def hello(self, ticket: int) -> None:
+        """The ``hello`` of `ticket` arrived: its slot is held until :meth:`settled`."""
+        self._awaiting.pop(ticket, None)
+        self.handshaking += 1
+
+    def left(self, ticket: int) -> None:
+        """The session of `ticket` ended (or its upgrade failed) before its hello."""
+        self._awaiting.pop(ticket, None)
 
     def screen(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
         """Asked by the acceptor when an upgrade arrives, before any HTTP
@@ -161,7 +223,11 @@ class Admission:
             return self._refusal(REASON_DRAINING, window_s, window_s, now)
         if live >= self._max_connections:
             return self._backlog_refusal(REASON_FULL, FULL_RETRY_S, now)
-        if self.handshaking + pending >= self._settings.handshake_concurrency:
+        awaiting = self._awaiting
+        while awaiting and now - next(iter(awaiting.values())) > self._await_hello_s:
+            awaiting.popitem(last=False)
+        waiting = len(self._awaiting) + pending
+        if self.handshaking + waiting >= self._settings.handshake_concurrency:
             return self._backlog_refusal(REASON_BUSY, BUSY_RETRY_S, now)
         return None
 
@@ -175,35 +241,28 @@ class Admission:
         """The room at which a node that stepped off its shared port comes back."""
         return min(REJOIN_ROOM, max(1, self._max_connections // 2))
 
-    def settled(self, now: float, welcomed_after_s: float | None) -> None:
-        """An admitted session got its welcome `welcomed_after_s` after its
-        upgrade, or (None) ended without one."""
+    def settled(self, now: float, welcomed: bool) -> None:
+        """A session whose :meth:`hello` was counted got its welcome, or was
+        refused or ended without one."""
         self.handshaking -= 1
-        if welcomed_after_s is not None:
-            self.welcomed(now, welcomed_after_s)
+        if welcomed:
+            self.welcomed(now)
 
-    def welcomed(self, now: float, duration_s: float) -> None:
-        """Count a welcome given `duration_s` after its upgrade (the capacity estimate)."""
+    def welcomed(self, now: float) -> None:
+        """Count a welcome (the capacity estimate)."""
         self._welcomed.add(now)
-        mean = self._mean_duration_s
-        self._mean_duration_s = (
-            duration_s if mean is None else mean + DURATION_WEIGHT * (duration_s - mean)
-        )
 
     def capacity(self, now: float) -> float:
         """Welcomes per second this node can give, as far as it has shown."""
-        rate = max(MIN_WELCOME_RATE, self._welcomed.rate(now))
-        mean = self._mean_duration_s
-        if mean is not None and mean > 0:
-            rate = max(rate, self._settings.handshake_concurrency / mean)
-        return rate
+        return max(MIN_WELCOME_RATE, self._welcomed.rate(now))
 
     def _backlog_refusal(self, reason: str, floor_s: float, now: float) -> tuple[str, float]:
-        wait_s = min(MAX_RETRY_S, max(floor_s, self._refused.rate(now) / self.capacity(now)))
-        return self._refusal(reason, wait_s / 2, wait_s, now)
+        """Retry-After: the first second (at least `floor_s` ahead) for which
+        fewer clients were told to return than the node welcomes in one."""
+        per_second = min(PROBE_FACTOR * self.capacity(now), self._settings.handshake_rate_per_s)
+        return reason, float(self._returns.book(now, floor_s, per_second))
 
     def _refusal(self, reason: str, low_s: float, spread_s: float, now: float) -> tuple[str, float]:
         """Retry-After uniform over [low, low + spread]: the refused come back spread out."""
-        self._refused.add(now)
         seconds = max(1, math.ceil(low_s + random.uniform(0, spread_s)))
         return reason, float(seconds)

@@ -180,6 +180,7 @@ class Gateway:
         if refusal is not None:
             return self._refuse(*refusal)
         admitted = time.monotonic()
+        ticket = self._admission.admitted(admitted)
         ws = web.WebSocketResponse(
             max_msg_size=self._settings.max_frame_bytes,
             autoping=False,
@@ -189,7 +190,7 @@ class Gateway:
         try:
             await ws.prepare(request)
         except BaseException:
-            self._admission.settled(time.monotonic(), None)  # the upgrade itself failed
+            self._admission.left(ticket)  # the upgrade itself failed
             raise
         transport = request.transport
         assert transport is not None
@@ -204,7 +205,8 @@ class Gateway:
             now=now,
         )
         self._live[conn.session_id] = (conn, ws)
-        opening = True
+        said_hello = False
+        answering_hello = False
         try:
             while True:
                 # ws.receive() rather than `async for msg in ws`: the iterator's
@@ -214,21 +216,27 @@ class Gateway:
                 if msg.type in _ENDED:
                     break
                 if msg.type is WSMsgType.TEXT:
+                    if not said_hello:
+                        said_hello = True
+                        answering_hello = True
+                        self._admission.hello(ticket)
                     try:
                         await self._handler.handle(conn, msg.data)
                     except Unauthorized:
                         await self._close(conn, ws, CloseCode.UNAUTHORIZED, b"unauthorized")
                         break
-                    if opening and conn.state is State.OPEN:
-                        opening = False
+                    if answering_hello and conn.state is State.OPEN:
                         welcomed = time.monotonic()
-                        self._admission.settled(welcomed, welcomed - admitted)
+                        self._admission.settled(welcomed, True)
                         self._metrics.handshake_latency.observe(welcomed - admitted)
+                        answering_hello = False
                 elif not await self._on_control(conn, ws, msg):
                     break
         finally:
-            if opening:
-                self._admission.settled(time.monotonic(), None)
+            if not said_hello:
+                self._admission.left(ticket)
+            if answering_hello:
+                self._admission.settled(time.monotonic(), False)
             await self._forget(conn)
         return ws
 
