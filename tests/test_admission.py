@@ -16,6 +16,7 @@ from tidings.gateway.admission import (
     REASON_RATE,
     REJOIN_ROOM,
     Admission,
+    max_connections_for,
 )
 from tidings.settings import Settings
 
@@ -169,3 +170,12 @@ def test_room_is_zero_while_full_or_draining_and_rejoining_waits_for_hysteresis(
     # A small node must still come back once it has room (half of its maximum).
     assert admission(max_connections=3).rejoin_room == 1
     assert admission(max_connections=10).rejoin_room == 5
+
+
+def test_max_connections_keeps_descriptors_free_for_the_store_bus_and_logs() -> None:
+    # These machines: 20,000 open files, of which 1,000 are kept free for the
+    # store's and bus's connections and logs.
+    assert max_connections_for(20_000) == 19_000
+    # A laptop's default keeps a quarter free rather than leaving 24 sessions.
+    assert max_connections_for(1024) == 768
+    assert max_connections_for(1) == 1

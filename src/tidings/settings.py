@@ -100,7 +100,8 @@ class Settings:
     max_connections: int = 0
     """WebSocket sessions one node holds at most; more get 503 with Retry-After (clients
     retry, behind a balancer or ``reuse_port`` on another node). 0: the process's open-file
-    limit less 1,000 descriptors kept for the store, the bus and logs."""
+    limit less 1,000 descriptors (or a quarter of it, if less) kept for the store, the bus
+    and logs."""
     drain_window_ms: int = 10_000
     """On SIGTERM clients are told to reconnect after a random delay within this window."""
     drain_timeout_ms: int = 15_000

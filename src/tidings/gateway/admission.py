@@ -95,11 +95,18 @@ REASON_RATE = "too many handshakes"
 
 
 def default_max_connections() -> int:
-    """The process's open-file limit less :data:`FD_HEADROOM` (at least 1)."""
+    """:func:`max_connections_for` the process's open-file limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 1 << 30
-    return max(1, soft - FD_HEADROOM)
+    return max_connections_for(soft)
+
+
+def max_connections_for(open_files: int) -> int:
+    """Sessions a node holds at most under a limit of `open_files`: that less
+    :data:`FD_HEADROOM`, or less a quarter of it if that is smaller (a
+    laptop's default of 1,024 would otherwise leave 24 sessions)."""
+    return max(1, open_files - min(FD_HEADROOM, open_files // 4))
 
 
 class _Returns:
