@@ -30,8 +30,8 @@ Measured with 50,000 clients on a slow day (docs/benchmarks.md, 2026-12-02
 seconds with no memory of whom it had sent where, refused each client about
 six times (89,000 503s for 15,600 clients in 60 s); the load generators spent
 1.25 of the two cores on those attempts, the three nodes got 0.75, and 18% of
-the clients were back after 60 s. With the calendar: 32,000 503s, and 80%
-back.
+the clients were back after 60 s. With the calendar: 31,000-33,000 503s, and
+78-98% back (four runs); all back after 72 s.
 
 Why an upgrade waiting for its ``hello`` holds a slot for at most
 ``handshake_await_hello_ms`` (1 s), not until its ``welcome``: the slot is
