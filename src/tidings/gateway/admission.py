@@ -71,10 +71,10 @@ MAX_RETRY_S = 45
 MIN_WELCOME_RATE = 100.0
 # Returns booked per second, over what the node has shown it welcomes: with
 # exactly that, the node would never be offered more and never show more
-# (measured: a node welcomed exactly 200 a second for 20 s, refusing no one,
-# while clients waited out their backoff elsewhere); with a
+# (measured: a node welcomed exactly 200 a second for 20 s and refused no one,
+# while the rest of the herd waited out the seconds booked for it). With a
 # margin, a node with room welcomes more each second until it has none, and
-# then a third of the returns are refused and booked again.
+# then about a third of the returns are refused and booked again.
 PROBE_FACTOR = 1.5
 # An upgrade that passed screen() counts against handshake_concurrency until
 # its check(), or this long (its client may be gone before the request is read).
