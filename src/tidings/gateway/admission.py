@@ -227,13 +227,13 @@ class Admission:
     ) -> tuple[str, float] | None:
         if draining:
             window_s = self._settings.drain_window_ms / 1000
-            return self._refusal(REASON_DRAINING, window_s, window_s, now)
+            return self._refusal(REASON_DRAINING, window_s, window_s)
         if live >= self._max_connections:
             return self._backlog_refusal(REASON_FULL, FULL_RETRY_S, now)
         awaiting = self._awaiting
         while awaiting and now - next(iter(awaiting.values())) > self._await_hello_s:
             awaiting.popitem(last=False)
-        waiting = len(self._awaiting) + pending
+        waiting = len(awaiting) + pending
         if self.handshaking + waiting >= self._settings.handshake_concurrency:
             return self._backlog_refusal(REASON_BUSY, BUSY_RETRY_S, now)
         return None
@@ -269,7 +269,7 @@ class Admission:
         per_second = min(PROBE_FACTOR * self.capacity(now), self._settings.handshake_rate_per_s)
         return reason, float(self._returns.book(now, floor_s, per_second))
 
-    def _refusal(self, reason: str, low_s: float, spread_s: float, now: float) -> tuple[str, float]:
+    def _refusal(self, reason: str, low_s: float, spread_s: float) -> tuple[str, float]:
         """Retry-After uniform over [low, low + spread]: the refused come back spread out."""
         seconds = max(1, math.ceil(low_s + random.uniform(0, spread_s)))
         return reason, float(seconds)
