@@ -119,7 +119,7 @@ async def test_data_and_migrations_survive_reopen(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
     conn.close()
-    assert rows == [(1, "sqlite_001_initial.sql")]
+    assert rows == [(1, "sqlite_001_initial.sql"), (2, "sqlite_002_accounts.sql")]
 
 
 async def test_reset_epoch_changes_and_persists(tmp_path: Path) -> None:

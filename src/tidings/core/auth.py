@@ -14,10 +14,12 @@ import asyncio
 import hashlib
 import secrets
 
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.frames import Password, Username
 from tidings.core.ids import now_ms
 from tidings.core.models import Device, User
 from tidings.store.base import Store
@@ -28,8 +30,29 @@ TOKEN_BYTES = 32
 DEFAULT_DEVICE_NAME = "default"
 
 
+USERNAME_RULE = "a username is 3-32 letters, digits, '_', '.' or '-'"
+PASSWORD_RULE = "a password is 8-1024 characters"
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_username(username: str) -> None:
+    """The one username rule (the ``Username`` type the HTTP API decodes with),
+    for callers that do not decode a request: the CLI."""
+    try:
+        msgspec.convert(username, Username)
+    except msgspec.ValidationError:
+        raise TidingsError(ErrorCode.BAD_REQUEST, f"{USERNAME_RULE}, not {username!r}") from None
+
+
+def check_password(password: str) -> None:
+    """The one password rule (the ``Password`` type), as :func:`check_username`."""
+    try:
+        msgspec.convert(password, Password)
+    except msgspec.ValidationError:
+        raise TidingsError(ErrorCode.BAD_REQUEST, PASSWORD_RULE) from None
 
 
 class AuthService:
@@ -41,8 +64,17 @@ class AuthService:
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
 
     async def register(self, username: str, password: str) -> User:
+        check_username(username)
+        check_password(password)
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         return await self._store.create_user(username, password_hash, now_ms())
+
+    async def reset_password(self, user_id: str, password: str) -> int:
+        """Set a new password and sign the account out everywhere; return how
+        many device tokens that revoked."""
+        check_password(password)
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        return await self._store.set_password_hash(user_id, password_hash, now_ms())
 
     async def login(
         self, username: str, password: str, device_name: str | None
@@ -52,6 +84,9 @@ class AuthService:
         ok = await asyncio.to_thread(self._verify, stored, password)
         if creds is None or not ok:
             raise TidingsError(ErrorCode.UNAUTHORIZED, "wrong username or password")
+        if creds.disabled:
+            # Only said to someone who knows the password.
+            raise TidingsError(ErrorCode.FORBIDDEN, "this account is disabled")
         token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
         device = await self._store.create_device(
             creds.user.user_id, device_name or DEFAULT_DEVICE_NAME, hash_token(token), now_ms()

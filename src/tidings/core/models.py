@@ -34,6 +34,15 @@ class Credentials(msgspec.Struct, frozen=True):
 
     user: User
     password_hash: str
+    disabled: bool = False
+
+
+class Account(msgspec.Struct, frozen=True):
+    """A user as an operator sees it (``tidings user list``)."""
+
+    user: User
+    disabled_at: int | None
+    live_devices: int
 
 
 class Device(msgspec.Struct, frozen=True):

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tidings.core.models import (
+    Account,
     AppendResult,
     Conversation,
     ConversationKind,
@@ -75,11 +76,27 @@ class Store(Protocol):
     async def get_user(self, user_id: str) -> User | None: ...
 
     async def get_credentials(self, username: str) -> Credentials | None:
-        """The user and password hash for a username (case-insensitive)."""
+        """The user, password hash and disabled flag for a username (case-insensitive)."""
+        ...
+
+    async def list_accounts(self, after_username: str = "", limit: int = 100) -> list[Account]:
+        """Accounts ordered by lower-cased username, from after ``after_username`` (a page)."""
+        ...
+
+    async def set_disabled(self, user_id: str, disabled: bool, now: int) -> bool:
+        """Disable (revoking every device's token in the same transaction) or
+        re-enable an account; True if the flag changed, ``NOT_FOUND`` if no user."""
+        ...
+
+    async def set_password_hash(self, user_id: str, password_hash: str, now: int) -> int:
+        """Replace the password hash and revoke every device's token (a reset signs
+        the account out everywhere); return how many tokens were revoked."""
         ...
 
     async def create_device(self, user_id: str, name: str, token_hash: str, now: int) -> Device:
-        """Register a device (one login) whose bearer token hashes to ``token_hash``."""
+        """Register a device (one login) whose bearer token hashes to ``token_hash``;
+        ``NOT_FOUND`` for an unknown user, ``FORBIDDEN`` for a disabled one (a
+        login racing ``set_disabled`` cannot leave a live token behind)."""
         ...
 
     async def device_for_token(self, token_hash: str) -> Device | None:

@@ -105,6 +105,7 @@ from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
 from tidings.core.loop import LoopRef
 from tidings.core.models import (
+    Account,
     AppendResult,
     Conversation,
     ConversationKind,
@@ -259,6 +260,12 @@ def _cursor_outcome(move: CursorMove, row: Any) -> CursorOutcome:
         int(row["read_seq"]),
         bool(row["moved"]),
     )
+
+
+_REVOKE_USER_DEVICES = (
+    "UPDATE devices SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+)
+"""Revokes every live token of a user (a disable or a password reset)."""
 
 
 # -- migrations ----------------------------------------------------------------
@@ -573,30 +580,75 @@ class PostgresStore:
 
     async def get_credentials(self, username: str) -> Credentials | None:
         row = await self._fetchrow(
-            "SELECT user_id, username, created_at, password_hash FROM users"
+            "SELECT user_id, username, created_at, password_hash, disabled_at FROM users"
             " WHERE lower(username) = lower($1)",
             username,
         )
         if row is None:
             return None
-        return Credentials(User(row[0], row[1], row[2]), row[3])
+        return Credentials(User(row[0], row[1], row[2]), row[3], row[4] is not None)
+
+    async def list_accounts(self, after_username: str = "", limit: int = 100) -> list[Account]:
+        # Byte order of the lower-cased name ("C"), as SQLite's NOCASE sorts.
+        rows = await self._fetch(
+            "SELECT u.user_id, u.username, u.created_at, u.disabled_at,"
+            " count(d.device_id) FILTER (WHERE d.revoked_at IS NULL)"
+            " FROM users u LEFT JOIN devices d ON d.user_id = u.user_id"
+            ' WHERE lower(u.username) COLLATE "C" > lower($1) COLLATE "C"'
+            ' GROUP BY u.user_id ORDER BY lower(u.username) COLLATE "C" LIMIT $2',
+            after_username,
+            limit,
+        )
+        return [Account(User(r[0], r[1], r[2]), r[3], int(r[4])) for r in rows]
+
+    async def set_disabled(self, user_id: str, disabled: bool, now: int) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            # The row lock makes a racing create_device (FOR SHARE) finish
+            # first; the revocation's own snapshot then sees its device.
+            before = await conn.fetchrow(
+                "SELECT disabled_at FROM users WHERE user_id = $1 FOR UPDATE", user_id
+            )
+            if before is None:
+                raise TidingsError(ErrorCode.NOT_FOUND, "unknown user")
+            await conn.execute(
+                "UPDATE users SET disabled_at = $2 WHERE user_id = $1",
+                user_id,
+                (before[0] or now) if disabled else None,
+            )
+            if disabled:
+                await conn.execute(_REVOKE_USER_DEVICES, user_id, now)
+            return (before[0] is None) == disabled
+
+    async def set_password_hash(self, user_id: str, password_hash: str, now: int) -> int:
+        async with self._connection() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash
+            )
+            if status != "UPDATE 1":
+                raise TidingsError(ErrorCode.NOT_FOUND, "unknown user")
+            revoked = await conn.execute(_REVOKE_USER_DEVICES, user_id, now)
+            return int(revoked.split()[-1])
 
     async def create_device(self, user_id: str, name: str, token_hash: str, now: int) -> Device:
         device = Device(new_id("d"), user_id, name, now)
         try:
-            await self._execute(
-                "INSERT INTO devices (device_id, user_id, name, token_hash, created_at)"
-                " VALUES ($1, $2, $3, $4, $5)",
+            row = await self._fetchrow(
+                "WITH owner AS (SELECT disabled_at FROM users WHERE user_id = $2 FOR SHARE),"
+                " added AS (INSERT INTO devices (device_id, user_id, name, token_hash, created_at)"
+                " SELECT $1, $2, $3, $4, $5 FROM owner WHERE disabled_at IS NULL RETURNING 1)"
+                " SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM added)",
                 device.device_id,
                 user_id,
                 name,
                 token_hash,
                 now,
             )
-        except asyncpg.ForeignKeyViolationError as exc:
-            raise TidingsError(ErrorCode.NOT_FOUND, "unknown user") from exc
         except asyncpg.UniqueViolationError as exc:
             raise TidingsError(ErrorCode.CONFLICT, "token hash already in use") from exc
+        if row[0] == 0:
+            raise TidingsError(ErrorCode.NOT_FOUND, "unknown user")
+        if row[1] == 0:
+            raise TidingsError(ErrorCode.FORBIDDEN, "account is disabled")
         return device
 
     async def device_for_token(self, token_hash: str) -> Device | None:

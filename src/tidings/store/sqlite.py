@@ -43,6 +43,7 @@ from urllib.parse import unquote
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
 from tidings.core.models import (
+    Account,
     AppendResult,
     Conversation,
     ConversationKind,
@@ -67,6 +68,7 @@ from tidings.store.sqlite_append import (
     message_from_row,
 )
 from tidings.store.sqlite_cursors import CursorMove, advance_many
+from tidings.store.sqlite_lock import StoreLock
 from tidings.store.sqlite_writer import SqliteWriter, unavailable
 
 __all__ = ["SqliteStore", "migrate"]
@@ -169,6 +171,12 @@ def migrate(conn: sqlite3.Connection) -> str:
     return str(epoch)
 
 
+_REVOKE_USER_DEVICES = (
+    "UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+)
+"""Revokes every live token of a user (a disable or a password reset)."""
+
+
 # -- row mapping -----------------------------------------------------------------
 _CONVERSATION_COLUMNS = "conversation_id, kind, title, created_by, created_at, last_seq"
 _INSERT_MEMBER = (
@@ -242,6 +250,7 @@ class SqliteStore:
         self._synchronous = mode
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._epoch = ""
+        self._lock = StoreLock(str(self._path))
         self._writer = SqliteWriter(self._connect_writer)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -285,9 +294,14 @@ class SqliteStore:
             return
         try:
             await asyncio.to_thread(self._path.parent.mkdir, parents=True, exist_ok=True)
+            self._lock.share()
         except OSError as exc:
             raise unavailable(exc) from exc
-        await self._writer.start(self._init_schema)
+        try:
+            await self._writer.start(self._init_schema)
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             for _ in range(READ_CONNECTIONS):
                 conn = await asyncio.to_thread(self._connect_reader)
@@ -317,6 +331,7 @@ class SqliteStore:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        self._lock.release()
         self._started = False
 
     async def ping(self) -> None:
@@ -469,21 +484,68 @@ class SqliteStore:
     async def get_credentials(self, username: str) -> Credentials | None:
         def op(conn: sqlite3.Connection) -> Credentials | None:
             row = conn.execute(
-                "SELECT user_id, username, created_at, password_hash FROM users WHERE username = ?",
+                "SELECT user_id, username, created_at, password_hash, disabled_at FROM users"
+                " WHERE username = ?",
                 (username,),
             ).fetchone()
             if row is None:
                 return None
-            return Credentials(User(row[0], row[1], row[2]), row[3])
+            return Credentials(User(row[0], row[1], row[2]), row[3], row[4] is not None)
 
         return await self._read_point(op)
+
+    async def list_accounts(self, after_username: str = "", limit: int = 100) -> list[Account]:
+        def op(conn: sqlite3.Connection) -> list[Account]:
+            rows = conn.execute(
+                "SELECT u.user_id, u.username, u.created_at, u.disabled_at,"
+                " (SELECT count(*) FROM devices d"
+                "  WHERE d.user_id = u.user_id AND d.revoked_at IS NULL)"
+                " FROM users u WHERE u.username > ? ORDER BY u.username LIMIT ?",
+                (after_username, limit),
+            ).fetchall()
+            return [Account(User(r[0], r[1], r[2]), r[3], r[4]) for r in rows]
+
+        return await self._read(op)
+
+    async def set_disabled(self, user_id: str, disabled: bool, now: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT disabled_at FROM users WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            if row is None:
+                raise TidingsError(ErrorCode.NOT_FOUND, "unknown user")
+            conn.execute(
+                "UPDATE users SET disabled_at = ? WHERE user_id = ?",
+                ((row[0] or now) if disabled else None, user_id),
+            )
+            if disabled:
+                conn.execute(_REVOKE_USER_DEVICES, (now, user_id))
+            return (row[0] is None) == disabled
+
+        return await self._writer.submit("set_disabled", op)
+
+    async def set_password_hash(self, user_id: str, password_hash: str, now: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            updated = conn.execute(
+                "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
+            )
+            if updated.rowcount != 1:
+                raise TidingsError(ErrorCode.NOT_FOUND, "unknown user")
+            return conn.execute(_REVOKE_USER_DEVICES, (now, user_id)).rowcount
+
+        return await self._writer.submit("set_password_hash", op)
 
     async def create_device(self, user_id: str, name: str, token_hash: str, now: int) -> Device:
         device = Device(new_id("d"), user_id, name, now)
 
         def op(conn: sqlite3.Connection) -> Device:
-            if conn.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone() is None:
+            owner = conn.execute(
+                "SELECT disabled_at FROM users WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            if owner is None:
                 raise TidingsError(ErrorCode.NOT_FOUND, "unknown user")
+            if owner[0] is not None:
+                raise TidingsError(ErrorCode.FORBIDDEN, "account is disabled")
             try:
                 conn.execute(
                     "INSERT INTO devices (device_id, user_id, name, token_hash, created_at)"
