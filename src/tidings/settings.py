@@ -136,6 +136,8 @@ class Settings:
 
     @property
     def presence_url(self) -> str:
+        """The presence backend actually opened: unset follows the bus, so that a
+        cluster started with only a store and a bus URL shares presence too."""
         if self.presence:
             return self.presence
         return self.bus if self.bus.startswith(REDIS_SCHEMES) else "memory://"
