@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tidings.app import open_presence
+from tidings.presence.memory import MemoryPresence
+from tidings.presence.redis import RedisPresence
 from tidings.settings import Settings, load_settings
 
 OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
@@ -53,3 +56,31 @@ def test_operations_doc_lists_every_setting() -> None:
         if f"`{f.name}`" not in text or f"TIDINGS_{f.name.upper()}" not in text
     ]
     assert missing == []
+
+
+def test_presence_follows_a_redis_bus_unless_set() -> None:
+    bus = "redis://redis.internal:6379/2"
+    assert Settings().presence_url == "memory://"
+    assert Settings(bus=bus).presence_url == bus  # same Redis, not memory
+    assert Settings(bus=bus, presence="redis://other:6379/0").presence_url == "redis://other:6379/0"
+    assert Settings(bus=bus, presence="memory://").presence_url == "memory://"
+    # Only the two URLs a cluster is started with, as in the README.
+    env = {"TIDINGS_STORE": "postgresql://db/tidings", "TIDINGS_BUS": bus}
+    assert load_settings(env=env).presence_url == bus
+
+
+def test_presence_local_only_means_memory_presence_on_a_redis_bus() -> None:
+    bus = "redis://127.0.0.1:6379/0"
+    assert Settings(bus=bus, presence="memory://").presence_local_only
+    assert not Settings(bus=bus).presence_local_only
+    assert not Settings().presence_local_only  # one process: memory is everything
+    assert not Settings(presence="memory://").presence_local_only
+
+
+def test_open_presence_uses_the_bus_redis_under_the_bus_prefix() -> None:
+    settings = Settings(bus="redis://127.0.0.1:6379/3", bus_prefix="deploy-a:")
+    presence = open_presence(settings)
+    # Constructing the client connects nothing: no Redis is needed here.
+    assert isinstance(presence, RedisPresence)
+    assert presence.prefix == "deploy-a:presence:"
+    assert isinstance(open_presence(Settings()), MemoryPresence)

@@ -35,10 +35,18 @@ from tidings.http.openapi import build_openapi
 from tidings.observability.metrics import Metrics
 from tidings.presence.base import PresenceStore
 from tidings.presence.memory import MemoryPresence
-from tidings.settings import Settings
+from tidings.settings import REDIS_SCHEMES, Settings
 from tidings.store.base import Store
 
 log = logging.getLogger("tidings.app")
+
+LOCAL_PRESENCE = (
+    "presence is in this node's memory (presence = memory://) while the bus is Redis:"
+    " users connected to other nodes look offline here; leave presence unset to share"
+    " the bus's Redis"
+)
+"""Why presence on this node cannot be trusted across the cluster: said at start
+and by /readyz, since nothing else would show it (every probe answers)."""
 
 
 def open_store(settings: Settings) -> Store:
@@ -57,21 +65,20 @@ def open_store(settings: Settings) -> Store:
 
 
 def open_presence(settings: Settings) -> PresenceStore:
-    if settings.presence.startswith("memory://"):
+    url = settings.presence_url
+    if url.startswith("memory://"):
         return MemoryPresence()
-    if settings.presence.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         from tidings.presence.redis import RedisPresence
 
-        return RedisPresence(settings.presence, prefix=settings.bus_prefix + "presence:")
-    raise ValueError(
-        f"unsupported presence URL {settings.presence!r} (supported: memory://, redis://)"
-    )
+        return RedisPresence(url, prefix=settings.bus_prefix + "presence:")
+    raise ValueError(f"unsupported presence URL {url!r} (supported: memory://, redis://)")
 
 
 def open_bus(settings: Settings) -> Bus:
     if settings.bus.startswith("memory://"):
         return MemoryBus()
-    if settings.bus.startswith(("redis://", "rediss://", "unix://")):
+    if settings.bus.startswith(REDIS_SCHEMES):
         from tidings.bus.redis import RedisBus
 
         return RedisBus.from_url(settings.bus, prefix=settings.bus_prefix)
@@ -103,6 +110,8 @@ class Node:
         log.info(
             "node started", extra={"epoch": self.store.epoch, "store": self.settings.store_url}
         )
+        if self.settings.presence_local_only:
+            log.warning(LOCAL_PRESENCE)
 
     def _on_bus_gap(self) -> None:
         """The bus came back after losing messages: publish what this node held
@@ -140,7 +149,10 @@ class Node:
 
         Presence is reported but does not make the node unready: without it
         chat works (presence and typing degrade), so a balancer must not pull
-        the node.
+        the node. For the same reason presence kept in memory on a cluster is
+        reported as ``local only`` rather than failing readiness: every node
+        of such a cluster is configured alike, and pulling them all would stop
+        chat over a presence mistake.
         """
         checks: dict[str, str] = {}
         if self.gateway.draining:
@@ -160,6 +172,8 @@ class Node:
                 checks[name] = f"error: {exc}"
         if checks["presence"] != "ok":
             checks["presence"] = f"degraded (chat unaffected): {checks['presence']}"
+        elif self.settings.presence_local_only:
+            checks["presence"] = f"local only: {LOCAL_PRESENCE}"
         ready = all(checks[name] == "ok" for name in ("store", "bus")) and not self.gateway.draining
         return ready, checks
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TIDINGS_"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""URL schemes the bus and presence backends open as Redis."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,8 +39,11 @@ class Settings:
     """Bus URL: ``memory://`` (single process) or ``redis://host:port/db`` (a cluster)."""
     bus_prefix: str = "tidings:"
     """Prefix of the bus's Redis channels: deployments sharing one Redis use different ones."""
-    presence: str = "memory://"
-    """Presence backend URL: ``memory://`` (one process) or ``redis://host:port/db``."""
+    presence: str = ""
+    """Presence backend URL: ``memory://`` (one process) or ``redis://host:port/db``
+    (shared by a cluster's nodes; keys under ``bus_prefix`` + ``presence:``). Empty
+    follows the bus: the bus's Redis when ``bus`` is Redis, else ``memory://``, so that
+    nodes sharing a bus also share who is online without a second setting."""
     presence_grace_ms: int = 30_000
     """A user stays online this long after their last connection closed (no flapping on
     reconnect); a crashed node's sessions expire after 3 refresh intervals."""
@@ -128,6 +133,20 @@ class Settings:
         if self.store:
             return self.store
         return f"sqlite:///{Path(self.data_dir).resolve() / 'tidings.db'}"
+
+    @property
+    def presence_url(self) -> str:
+        """The presence backend actually opened: unset follows the bus, so that a
+        cluster started with only a store and a bus URL shares presence too."""
+        if self.presence:
+            return self.presence
+        return self.bus if self.bus.startswith(REDIS_SCHEMES) else "memory://"
+
+    @property
+    def presence_local_only(self) -> bool:
+        """Presence kept in this process while the bus joins it to other nodes:
+        their users look offline here (an explicit ``memory://`` on a cluster)."""
+        return self.presence_url.startswith("memory://") and self.bus.startswith(REDIS_SCHEMES)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
