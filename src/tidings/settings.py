@@ -20,6 +20,21 @@ ENV_PREFIX = "TIDINGS_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 """URL schemes the bus and presence backends open as Redis."""
 
+SQLITE_SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
+"""SQLite's ``PRAGMA synchronous`` values (``sqlite_synchronous``)."""
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "sqlite_synchronous": SQLITE_SYNCHRONOUS_MODES,
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("json", "text"),
+}
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {
+    "store": ("sqlite:///", "postgresql://", "postgres://"),
+    "bus": ("memory://", *REDIS_SCHEMES),
+    "presence": ("memory://", *REDIS_SCHEMES),
+}
+_MAX_PORT = 65_535
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
@@ -184,11 +199,34 @@ def load_settings(
             if key not in fields:
                 raise ValueError(f"{config_file}: unknown setting {key!r}")
             values[key] = _coerce(fields[key], raw, config_file)
+    sources = dict.fromkeys(values, config_file or "")
     for name, field in fields.items():
         raw_env = env.get(ENV_PREFIX + name.upper())
         if raw_env is not None:
             values[name] = _coerce(field, raw_env, ENV_PREFIX + name.upper())
+            sources[name] = ENV_PREFIX + name.upper()
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[key] = _coerce(fields[key], raw, "--" + key.replace("_", "-"))
-    return Settings(**values)
+            sources[key] = "--" + key.replace("_", "-")
+    settings = Settings(**values)
+    for name, source in sources.items():
+        _check(name, getattr(settings, name), source)
+    return settings
+
+
+def _check(name: str, value: Any, source: str) -> None:
+    """Refuse a value no part of the server could use, naming where it came
+    from, at start instead of as a traceback from deep inside a backend."""
+    if name == "port" and not 1 <= value <= _MAX_PORT:
+        raise ValueError(f"{source}: port must be 1-{_MAX_PORT}, got {value}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ValueError(f"{source}: {name} must not be negative, got {value}")
+    choices = _CHOICES.get(name)
+    if choices is not None and str(value).lower() not in choices:
+        raise ValueError(f"{source}: {name} must be one of {', '.join(choices)}; got {value!r}")
+    schemes = _URL_SCHEMES.get(name)
+    if schemes is not None and value and not str(value).startswith(schemes):
+        raise ValueError(
+            f"{source}: unsupported {name} URL {value!r}; use one of {', '.join(schemes)}"
+        )

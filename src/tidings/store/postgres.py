@@ -268,6 +268,24 @@ _REVOKE_USER_DEVICES = (
 """Revokes every live token of a user (a disable or a password reset)."""
 
 
+async def installed_schema_version(url: str) -> int:
+    """The newest migration applied to the database at ``url`` (0: no Tidings schema),
+    read without creating anything: commands that expect an existing store ask first."""
+    try:
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    except Exception as exc:
+        raise translate(exc) from exc
+    try:
+        version = 0
+        if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+            version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+    except Exception as exc:
+        raise translate(exc) from exc
+    finally:
+        await conn.close()
+    return int(version)
+
+
 # -- migrations ----------------------------------------------------------------
 def _migrations() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of every shipped PostgreSQL migration, in order."""

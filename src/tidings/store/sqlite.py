@@ -58,6 +58,7 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.settings import SQLITE_SYNCHRONOUS_MODES
 from tidings.store.rules import new_conversation
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
@@ -87,7 +88,7 @@ READ_CONNECTIONS = 4
 four keep a few slow history pages from queueing the fast lookups behind them
 without spending memory on page caches nobody uses."""
 
-SYNCHRONOUS_MODES = frozenset({"off", "normal", "full", "extra"})
+SYNCHRONOUS_MODES = frozenset(SQLITE_SYNCHRONOUS_MODES)
 """Accepted ``PRAGMA synchronous`` values (``settings.sqlite_synchronous``)."""
 
 # Measured under the throughput benchmark (strace): with SQLite's default
@@ -118,6 +119,11 @@ def _migrations() -> list[tuple[int, str, str]]:
             found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort()
     return found
+
+
+def known_schema() -> dict[int, str]:
+    """Version -> migration file name of every schema this code can open."""
+    return {version: name for version, name, _ in _migrations()}
 
 
 def _statements(script: str) -> list[str]:
@@ -171,9 +177,7 @@ def migrate(conn: sqlite3.Connection) -> str:
     return str(epoch)
 
 
-_REVOKE_USER_DEVICES = (
-    "UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
-)
+_REVOKE_USER_DEVICES = "UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
 """Revokes every live token of a user (a disable or a password reset)."""
 
 
