@@ -483,8 +483,8 @@ async def test_openapi_documents_parameters_and_error_statuses(world: World) -> 
         responses = paths[path][method]["responses"]
         errors = {s for s in responses if s >= "400"}
         assert errors == statuses, (method, path, sorted(errors))
-        for status in statuses:
-            assert responses[status]["content"]["application/json"]["schema"] == error_ref
+        for error_status in statuses:
+            assert responses[error_status]["content"]["application/json"]["schema"] == error_ref
     for path, ops in paths.items():
         for method, op in ops.items():
             assert "default" not in op["responses"], (method, path)
