@@ -67,7 +67,7 @@ class Call(Generic[P, B]):
 class Route(Generic[P, B]):
     """An HTTP route: what it accepts, what it answers, and who handles it.
 
-    ``params`` holds the path parameters (the fields named ``{so}`` in
+    ``params`` holds the path parameters (the fields named ``{like_this}`` in
     ``path``) and the query parameters (every other field). ``errors`` are
     the codes the handler itself can raise; :attr:`error_codes` adds those
     the declaration implies (authentication, decoding, internal errors).
@@ -164,7 +164,6 @@ class Binder:
             # ``body`` is None exactly when the route declares none, and then B is None.
             return await route.handler(Call(request, params, cast(B, body), device))
 
-        handle.__name__ = route.handler.__name__
         return web.route(route.method, route.path, guarded(self.metrics, handle))
 
     async def _read(self, request: web.Request) -> bytes:
