@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import msgspec
 from aiohttp import web
 
 from tidings.bus.base import Bus
@@ -28,10 +27,11 @@ from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.server import WS_PATH, Gateway
 from tidings.gateway.session import SessionHandler
-from tidings.http import schemas
 from tidings.http.acceptor import BatchAcceptor
-from tidings.http.api import CATCH_ALL, HttpApi, guarded, json_response, no_such_route
-from tidings.http.openapi import build_openapi
+from tidings.http.api import HttpApi
+from tidings.http.ops import ops_routes
+from tidings.http.respond import CATCH_ALL, guarded, no_such_route
+from tidings.http.routes import Binder
 from tidings.observability.metrics import Metrics
 from tidings.presence.base import PresenceStore
 from tidings.presence.memory import MemoryPresence
@@ -214,32 +214,13 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.settings.max_frame_bytes,
     )
     app[NODE_KEY] = node
-    api = HttpApi(node.service, node.auth, node.store, node.metrics, node.settings.max_frame_bytes)
-    openapi = msgspec.json.encode(build_openapi())
-
-    async def healthz(_: web.Request) -> web.Response:
-        return json_response(schemas.HealthOut("ok"))
-
-    async def readyz(_: web.Request) -> web.Response:
-        ok, checks = await node.readiness()
-        return json_response(
-            schemas.HealthOut("ok" if ok else "unready", checks), 200 if ok else 503
-        )
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8")
-
-    async def openapi_json(_: web.Request) -> web.Response:
-        return web.Response(body=openapi, content_type="application/json")
-
-    app.add_routes(api.routes())
+    api = HttpApi(node.service, node.auth, node.store, node.metrics).routes()
+    routes = [*api, *ops_routes(node.readiness, node.metrics.render, api)]
+    binder = Binder(node.metrics, node.auth, node.settings.max_frame_bytes)
+    app.add_routes([binder.route_def(route) for route in routes])
     app.add_routes(
         [
             web.get(WS_PATH, node.gateway.handle),
-            web.get("/healthz", guarded(node.metrics, healthz)),
-            web.get("/readyz", guarded(node.metrics, readyz)),
-            web.get("/metrics", guarded(node.metrics, metrics)),
-            web.get("/openapi.json", guarded(node.metrics, openapi_json)),
             web.route("*", CATCH_ALL, guarded(node.metrics, no_such_route)),
         ]
     )

@@ -438,3 +438,53 @@ async def test_openapi_lists_every_v1_route(world: World) -> None:
             for name in [p[1:-1] for p in path.split("/") if p.startswith("{")]:
                 params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
                 assert name in params, (method, path, name)
+
+
+async def test_openapi_documents_parameters_and_error_statuses(world: World) -> None:
+    status, doc = await world.http.call("GET", "/openapi.json")
+    assert status == 200, doc
+    paths = doc["paths"]
+
+    def params(path: str, method: str) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p for p in paths[path][method].get("parameters", [])}
+
+    username = params("/v1/users", "get")["username"]
+    assert username["in"] == "query", username
+    assert username["required"] is True, username
+    assert username["schema"]["type"] == "string", username
+    history = params("/v1/conversations/{cid}/messages", "get")
+    assert set(history) == {"cid", "after_seq", "before_seq", "limit"}, history
+    assert history["cid"]["in"] == "path", history
+    assert history["cid"]["schema"]["maxLength"] == 64, history
+    for name in ("after_seq", "before_seq", "limit"):
+        assert history[name]["in"] == "query", history[name]
+        assert history[name]["required"] is False, history[name]
+        assert history[name]["schema"]["type"] == "integer", history[name]
+        assert history[name]["schema"]["minimum"] == 0, history[name]
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    detail = doc["components"]["schemas"]["ErrorDetail"]
+    assert {"code", "message", "retryable"} <= set(detail["required"]), detail
+    expected = {
+        ("get", "/v1/conversations/{cid}/messages"): {"400", "401", "403", "404", "500", "503"},
+        ("post", "/v1/conversations/{cid}/messages"): {
+            "400",
+            "401",
+            "403",
+            "404",
+            "413",
+            "429",
+            "500",
+            "503",
+        },
+        ("post", "/v1/auth/register"): {"400", "409", "413", "500", "503"},
+        ("get", "/v1/users"): {"400", "401", "404", "500", "503"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        errors = {s for s in responses if s >= "400"}
+        assert errors == statuses, (method, path, sorted(errors))
+        for error_status in statuses:
+            assert responses[error_status]["content"]["application/json"]["schema"] == error_ref
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            assert "default" not in op["responses"], (method, path)

@@ -1,267 +1,267 @@
 """The HTTP API (PROTOCOL.md, "HTTP"): thin handlers over the chat service.
 
-Every handler decodes its body with ``tidings.core.frames.decode_body`` and
-lets :class:`TidingsError` propagate; :func:`guarded` turns errors into
-``{"error": {"code", "message", "retryable"}}`` with the code's status, so
-HTTP and WebSocket reject the same input with the same code.
+Each route is declared once in :meth:`HttpApi.routes` (``tidings.http.routes``):
+the server authenticates and decodes every request with the declared types
+before a handler runs, and ``/openapi.json`` is generated from the same
+declarations. Handlers let :class:`TidingsError` propagate; the guard turns
+it into the protocol's JSON error body.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Awaitable, Callable
-
-import msgspec
 from aiohttp import web
 
 from tidings.core.auth import AuthService
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.frames import (
-    ID_MAX_LENGTH,
     CreateConversationBody,
     LoginBody,
     MembersBody,
     PostMessageBody,
     RegisterBody,
-    decode_body,
-    parse_count,
 )
-from tidings.core.models import ConversationKind, Device
+from tidings.core.models import ConversationKind
 from tidings.core.service import ChatService
 from tidings.http import schemas
+from tidings.http.params import (
+    HISTORY_LIMIT,
+    ConversationPath,
+    FindUserQuery,
+    HistoryParams,
+    MemberPath,
+    ReceiptsParams,
+    UserPath,
+)
+from tidings.http.respond import json_response
+from tidings.http.routes import AnyRoute, Call, NoParams, Route
 from tidings.observability.metrics import Metrics
 from tidings.store.base import Store
 
-log = logging.getLogger("tidings.http")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_encoder = msgspec.json.Encoder()
-
-
-def json_response(body: msgspec.Struct, status: int = 200) -> web.Response:
-    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
-
-
-def error_response(error: TidingsError) -> web.Response:
-    detail = schemas.ErrorDetail(
-        code=error.code.value,
-        message=error.message,
-        retryable=error.retryable,
-        retry_after_ms=error.retry_after_ms,
-    )
-    response = json_response(schemas.ErrorBody(detail), error.http_status)
-    if error.retry_after_ms is not None:
-        response.headers["Retry-After"] = str(max(1, -(-error.retry_after_ms // 1000)))
-    return response
-
-
-def guarded(metrics: Metrics, handler: Handler) -> Handler:
-    """Wrap an HTTP handler so that every error becomes the protocol's JSON body.
-
-    A wrapper per HTTP route rather than an aiohttp middleware: a middleware
-    would also wrap the WebSocket handler, and its suspended frame for the
-    whole life of every connection measured 0.5 KiB per idle connection.
-    """
-
-    @functools.wraps(handler)
-    async def guard(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except TidingsError as exc:
-            metrics.errors.labels(exc.code.value).inc()
-            return error_response(exc)
-        except web.HTTPRequestEntityTooLarge:
-            return error_response(TidingsError(ErrorCode.TOO_LARGE, "request body too large"))
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("request failed", extra={"path": request.path})
-            metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
-            return error_response(TidingsError(ErrorCode.INTERNAL, "internal error"))
-
-    return guard
-
-
-async def no_such_route(request: web.Request) -> web.StreamResponse:
-    """The catch-all route: JSON ``not_found``, or ``bad_request`` for a known
-    path asked with a method it does not take (aiohttp would answer text)."""
-    for resource in request.app.router.resources():
-        if resource.canonical == CATCH_ALL:
-            continue
-        match, allowed = await resource.resolve(request)
-        if match is None and allowed:
-            raise TidingsError(
-                ErrorCode.BAD_REQUEST,
-                f"method not allowed; use {', '.join(sorted(allowed))}",
-            )
-    raise TidingsError(ErrorCode.NOT_FOUND, "no such endpoint")
-
-
-CATCH_ALL = "/{tail:.*}"
-
-
-def _path_id(request: web.Request, name: str) -> str:
-    """A path segment that names an id, held to the rules of a frame's ``Id``
-    (1-64 characters, no NUL: PostgreSQL cannot look such text up)."""
-    value = request.match_info[name]
-    if not 0 < len(value) <= ID_MAX_LENGTH or "\x00" in value:
-        raise TidingsError(ErrorCode.BAD_REQUEST, f"{name} is not a valid id")
-    return value
-
-
-def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    value = parse_count(raw)
-    if value is None:
-        raise TidingsError(ErrorCode.BAD_REQUEST, f"{name} must be a non-negative integer")
-    return value
+E = ErrorCode
+# Every route below reads the store: it can be unavailable.
+STORE = frozenset({E.UNAVAILABLE})
+MEMBERS_ONLY = STORE | {E.NOT_MEMBER}
 
 
 class HttpApi:
     def __init__(
-        self,
-        service: ChatService,
-        auth: AuthService,
-        store: Store,
-        metrics: Metrics,
-        max_body_bytes: int,
+        self, service: ChatService, auth: AuthService, store: Store, metrics: Metrics
     ) -> None:
         self._metrics = metrics
         self._service = service
         self._auth = auth
         self._store = store
-        self._max_body = max_body_bytes
 
-    def routes(self) -> list[web.RouteDef]:
-        """Every route, guarded; the catch-all must be added last."""
+    def routes(self) -> list[AnyRoute]:
+        """Every /v1 route (the catch-all is the app's, added last)."""
         return [
-            web.route(route.method, route.path, guarded(self._metrics, route.handler))
-            for route in self._routes()
+            Route(
+                "POST",
+                "/v1/auth/register",
+                "Register a user",
+                self.register,
+                NoParams,
+                RegisterBody,
+                {201: schemas.RegisterOut},
+                STORE | {E.CONFLICT},
+                auth=False,
+            ),
+            Route(
+                "POST",
+                "/v1/auth/login",
+                "Log in: creates a device and returns its bearer token",
+                self.login,
+                NoParams,
+                LoginBody,
+                {200: schemas.LoginOut},
+                STORE | {E.UNAUTHORIZED},
+                auth=False,
+            ),
+            Route(
+                "POST",
+                "/v1/auth/logout",
+                "Revoke this device's token",
+                self.logout,
+                NoParams,
+                None,
+                {204: None},
+                STORE,
+            ),
+            Route(
+                "GET",
+                "/v1/users",
+                "Find a user by username",
+                self.find_user,
+                FindUserQuery,
+                None,
+                {200: schemas.UserOut},
+                STORE | {E.NOT_FOUND},
+            ),
+            Route(
+                "GET",
+                "/v1/users/{user_id}",
+                "A user's public profile",
+                self.get_user,
+                UserPath,
+                None,
+                {200: schemas.UserOut},
+                STORE | {E.NOT_FOUND},
+            ),
+            Route(
+                "POST",
+                "/v1/conversations",
+                "Create a direct conversation (200 if it exists) or a group",
+                self.create_conversation,
+                NoParams,
+                CreateConversationBody,
+                {201: schemas.ConversationOut, 200: schemas.ConversationOut},
+                STORE | {E.NOT_FOUND},
+            ),
+            Route(
+                "GET",
+                "/v1/conversations",
+                "The caller's conversations with cursors and unread counts",
+                self.list_conversations,
+                NoParams,
+                None,
+                {200: schemas.ConversationListOut},
+                STORE,
+            ),
+            Route(
+                "GET",
+                "/v1/conversations/{cid}",
+                "One conversation with its members",
+                self.get_conversation,
+                ConversationPath,
+                None,
+                {200: schemas.ConversationOut},
+                MEMBERS_ONLY,
+            ),
+            Route(
+                "POST",
+                "/v1/conversations/{cid}/members",
+                "Add members (group admins)",
+                self.add_members,
+                ConversationPath,
+                MembersBody,
+                {200: schemas.MembersChangedOut},
+                MEMBERS_ONLY | {E.FORBIDDEN},
+            ),
+            Route(
+                "DELETE",
+                "/v1/conversations/{cid}/members/{user_id}",
+                "Remove a member (group admins; anyone may remove themselves)",
+                self.remove_member,
+                MemberPath,
+                None,
+                {200: schemas.MembersChangedOut},
+                MEMBERS_ONLY | {E.FORBIDDEN},
+            ),
+            Route(
+                "GET",
+                "/v1/conversations/{cid}/messages",
+                "History by seq (members only)",
+                self.history,
+                HistoryParams,
+                None,
+                {200: schemas.MessageListOut},
+                MEMBERS_ONLY,
+            ),
+            Route(
+                "POST",
+                "/v1/conversations/{cid}/messages",
+                "Send a message (idempotent per client_msg_id: 200 for a repeat)",
+                self.post_message,
+                ConversationPath,
+                PostMessageBody,
+                {201: schemas.AckOut, 200: schemas.AckOut},
+                MEMBERS_ONLY | {E.BAD_FRAME, E.RATE_LIMITED},
+            ),
+            Route(
+                "GET",
+                "/v1/conversations/{cid}/receipts",
+                "Every member's delivered/read cursors",
+                self.receipts,
+                ReceiptsParams,
+                None,
+                {200: schemas.MemberListOut},
+                MEMBERS_ONLY,
+            ),
         ]
 
-    def _routes(self) -> list[web.RouteDef]:
-        return [
-            web.post("/v1/auth/register", self.register),
-            web.post("/v1/auth/login", self.login),
-            web.post("/v1/auth/logout", self.logout),
-            web.get("/v1/users", self.find_user),
-            web.get("/v1/users/{user_id}", self.get_user),
-            web.post("/v1/conversations", self.create_conversation),
-            web.get("/v1/conversations", self.list_conversations),
-            web.get("/v1/conversations/{cid}", self.get_conversation),
-            web.post("/v1/conversations/{cid}/members", self.add_members),
-            web.delete("/v1/conversations/{cid}/members/{user_id}", self.remove_member),
-            web.get("/v1/conversations/{cid}/messages", self.history),
-            web.post("/v1/conversations/{cid}/messages", self.post_message),
-            web.get("/v1/conversations/{cid}/receipts", self.receipts),
-        ]
-
-    async def _body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self._max_body:
-            raise TidingsError(ErrorCode.TOO_LARGE, "request body too large")
-        return await request.read()
-
-    async def _device(self, request: web.Request) -> Device:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            raise TidingsError(ErrorCode.UNAUTHORIZED, "missing bearer token")
-        return await self._auth.authenticate(token.strip())
-
-    async def register(self, request: web.Request) -> web.Response:
-        body = decode_body(await self._body(request), RegisterBody)
-        user = await self._auth.register(body.username, body.password)
+    async def register(self, call: Call[NoParams, RegisterBody]) -> web.Response:
+        user = await self._auth.register(call.body.username, call.body.password)
         return json_response(schemas.RegisterOut(user.user_id), 201)
 
-    async def login(self, request: web.Request) -> web.Response:
-        body = decode_body(await self._body(request), LoginBody)
+    async def login(self, call: Call[NoParams, LoginBody]) -> web.Response:
+        body = call.body
         token, device = await self._auth.login(body.username, body.password, body.device_name)
         return json_response(schemas.LoginOut(token, device.user_id, device.device_id))
 
-    async def logout(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        await self._service.logout(device)
+    async def logout(self, call: Call[NoParams, None]) -> web.Response:
+        await self._service.logout(call.caller)
         return web.Response(status=204)
 
-    async def get_user(self, request: web.Request) -> web.Response:
-        await self._device(request)
-        user = await self._store.get_user(_path_id(request, "user_id"))
+    async def get_user(self, call: Call[UserPath, None]) -> web.Response:
+        user = await self._store.get_user(call.params.user_id)
         if user is None:
             raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
         return json_response(schemas.user_out(user))
 
-    async def find_user(self, request: web.Request) -> web.Response:
-        await self._device(request)
-        username = request.query.get("username")
-        if not username:
-            raise TidingsError(ErrorCode.BAD_REQUEST, "give ?username=")
-        if "\x00" in username:
-            raise TidingsError(ErrorCode.BAD_REQUEST, "username must not contain NUL")
-        creds = await self._store.get_credentials(username)
+    async def find_user(self, call: Call[FindUserQuery, None]) -> web.Response:
+        creds = await self._store.get_credentials(call.params.username)
         if creds is None:
             raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
         return json_response(schemas.user_out(creds.user))
 
-    async def create_conversation(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        body = decode_body(await self._body(request), CreateConversationBody)
+    async def create_conversation(
+        self, call: Call[NoParams, CreateConversationBody]
+    ) -> web.Response:
+        body = call.body
         conv, created = await self._service.create_conversation(
-            device, ConversationKind(body.kind), body.members, body.title
+            call.caller, ConversationKind(body.kind), body.members, body.title
         )
         members = await self._store.get_members(conv.conversation_id)
         return json_response(schemas.conversation_out(conv, members), 201 if created else 200)
 
-    async def list_conversations(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        states = await self._service.list_conversations(device)
+    async def list_conversations(self, call: Call[NoParams, None]) -> web.Response:
+        states = await self._service.list_conversations(call.caller)
         return json_response(schemas.ConversationListOut([schemas.summary_out(s) for s in states]))
 
-    async def get_conversation(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        cid = _path_id(request, "cid")
-        members = await self._service.get_members(device.user_id, cid)
+    async def get_conversation(self, call: Call[ConversationPath, None]) -> web.Response:
+        cid = call.params.cid
+        members = await self._service.get_members(call.caller.user_id, cid)
         conv = await self._store.get_conversation(cid)
         if conv is None:
             raise TidingsError(ErrorCode.NOT_FOUND, "no such conversation")
         return json_response(schemas.conversation_out(conv, members))
 
-    async def add_members(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        body = decode_body(await self._body(request), MembersBody)
+    async def add_members(self, call: Call[ConversationPath, MembersBody]) -> web.Response:
         message = await self._service.change_members(
-            device, _path_id(request, "cid"), body.user_ids, ()
+            call.caller, call.params.cid, call.body.user_ids, ()
         )
         return json_response(
             schemas.MembersChangedOut(schemas.message_out(message) if message else None)
         )
 
-    async def remove_member(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        message = await self._service.change_members(
-            device, _path_id(request, "cid"), (), (_path_id(request, "user_id"),)
-        )
+    async def remove_member(self, call: Call[MemberPath, None]) -> web.Response:
+        params = call.params
+        message = await self._service.change_members(call.caller, params.cid, (), (params.user_id,))
         return json_response(
             schemas.MembersChangedOut(schemas.message_out(message) if message else None)
         )
 
-    async def history(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        after = _int_param(request, "after_seq", 0) or 0
-        before = _int_param(request, "before_seq", None)
-        limit = _int_param(request, "limit", 50) or 50
+    async def history(self, call: Call[HistoryParams, None]) -> web.Response:
+        q = call.params
         messages = await self._service.history(
-            device.user_id, _path_id(request, "cid"), after, before, limit
+            call.caller.user_id, q.cid, q.after_seq, q.before_seq, q.limit or HISTORY_LIMIT
         )
         return json_response(schemas.MessageListOut([schemas.message_out(m) for m in messages]))
 
-    async def post_message(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        body = decode_body(await self._body(request), PostMessageBody)
+    async def post_message(self, call: Call[ConversationPath, PostMessageBody]) -> web.Response:
+        body = call.body
         result = await self._service.send(
-            device, _path_id(request, "cid"), body.client_msg_id, bytes(body.content)
+            call.caller, call.params.cid, body.client_msg_id, bytes(body.content)
         )
         if not result.duplicate:
             self._metrics.messages_persisted.inc()
@@ -276,10 +276,9 @@ class HttpApi:
         )
         return json_response(ack, 200 if result.duplicate else 201)
 
-    async def receipts(self, request: web.Request) -> web.Response:
-        device = await self._device(request)
-        members = await self._service.get_members(device.user_id, _path_id(request, "cid"))
-        read_seq = _int_param(request, "read_seq", None)
-        if read_seq is not None:  # who has read up to this message
-            members = [m for m in members if m.read_seq >= read_seq]
+    async def receipts(self, call: Call[ReceiptsParams, None]) -> web.Response:
+        q = call.params
+        members = await self._service.get_members(call.caller.user_id, q.cid)
+        if q.read_seq is not None:  # who has read up to this message
+            members = [m for m in members if m.read_seq >= q.read_seq]
         return json_response(schemas.MemberListOut([schemas.member_out(m) for m in members]))

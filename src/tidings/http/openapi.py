@@ -1,164 +1,111 @@
-"""The OpenAPI 3.1 document served at /openapi.json.
+"""The OpenAPI 3.1 document served at /openapi.json, generated from the routes.
 
-Schemas are generated from the same msgspec types that decode requests and
-encode responses, so the document cannot drift from what the server accepts.
+Everything comes from the :class:`~tidings.http.routes.Route` declarations the
+server validates with: parameters from each route's parameters Struct, bodies
+and replies from its msgspec types, and one response per error status it can
+answer, so the document cannot drift from what the server does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from tidings import __version__
-from tidings.core.frames import (
-    CreateConversationBody,
-    LoginBody,
-    MembersBody,
-    PostMessageBody,
-    RegisterBody,
-)
+from tidings.core.errors import HTTP_STATUS
 from tidings.http import schemas
+from tidings.http.routes import AnyRoute, Media
 
-# (method, path, summary, request body type, {status: response type}, needs auth)
-Endpoint = tuple[str, str, str, type | None, dict[int, type | None], bool]
-
-ENDPOINTS: list[Endpoint] = [
-    (
-        "post",
-        "/v1/auth/register",
-        "Register a user",
-        RegisterBody,
-        {201: schemas.RegisterOut, 409: schemas.ErrorBody},
-        False,
-    ),
-    (
-        "post",
-        "/v1/auth/login",
-        "Log in: creates a device and returns its bearer token",
-        LoginBody,
-        {200: schemas.LoginOut, 401: schemas.ErrorBody},
-        False,
-    ),
-    ("post", "/v1/auth/logout", "Revoke this device's token", None, {204: None}, True),
-    ("get", "/v1/users", "Find a user by ?username=", None, {200: schemas.UserOut}, True),
-    ("get", "/v1/users/{user_id}", "A user's public profile", None, {200: schemas.UserOut}, True),
-    (
-        "post",
-        "/v1/conversations",
-        "Create a direct conversation or a group",
-        CreateConversationBody,
-        {201: schemas.ConversationOut, 200: schemas.ConversationOut},
-        True,
-    ),
-    (
-        "get",
-        "/v1/conversations",
-        "The caller's conversations with cursors and unread counts",
-        None,
-        {200: schemas.ConversationListOut},
-        True,
-    ),
-    (
-        "get",
-        "/v1/conversations/{cid}",
-        "One conversation with its members",
-        None,
-        {200: schemas.ConversationOut},
-        True,
-    ),
-    (
-        "post",
-        "/v1/conversations/{cid}/members",
-        "Add members (group admins)",
-        MembersBody,
-        {200: schemas.MembersChangedOut},
-        True,
-    ),
-    (
-        "delete",
-        "/v1/conversations/{cid}/members/{user_id}",
-        "Remove a member (group admins; anyone may remove themselves)",
-        None,
-        {200: schemas.MembersChangedOut},
-        True,
-    ),
-    (
-        "get",
-        "/v1/conversations/{cid}/messages",
-        "History by seq: ?after_seq=&before_seq=&limit= (members only)",
-        None,
-        {200: schemas.MessageListOut},
-        True,
-    ),
-    (
-        "post",
-        "/v1/conversations/{cid}/messages",
-        "Send a message (idempotent per client_msg_id)",
-        PostMessageBody,
-        {201: schemas.AckOut, 200: schemas.AckOut},
-        True,
-    ),
-    (
-        "get",
-        "/v1/conversations/{cid}/receipts",
-        "Every member's delivered/read cursors (?read_seq=N: only those who read up to N)",
-        None,
-        {200: schemas.MemberListOut},
-        True,
-    ),
-    ("get", "/healthz", "Liveness", None, {200: schemas.HealthOut}, False),
-    (
-        "get",
-        "/readyz",
-        "Readiness: store and bus reachable",
-        None,
-        {200: schemas.HealthOut, 503: schemas.HealthOut},
-        False,
-    ),
-]
+_REF = "#/components/schemas/{name}"
 
 
 def _ref(kind: type) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{kind.__name__}"}
+    return {"$ref": _REF.format(name=kind.__name__)}
 
 
-def build_openapi() -> dict[str, Any]:
+def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query string cannot say null: an optional parameter is simply left out."""
+    options = [s for s in schema.get("anyOf", ()) if s.get("type") != "null"]
+    if len(options) == 1:
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        schema = {**options[0], **rest}
+    if schema.get("default", 0) is None:
+        schema = {k: v for k, v in schema.items() if k != "default"}
+    return schema
+
+
+def _parameters(route: AnyRoute) -> list[dict[str, Any]]:
+    _, components = msgspec.json.schema_components([route.params], ref_template=_REF)
+    struct = components[route.params.__name__]
+    required = set(struct.get("required", ()))
+    params = []
+    for name, schema in struct.get("properties", {}).items():
+        where = "path" if name in route.path_names else "query"
+        param: dict[str, Any] = {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+            "schema": _query_schema(schema),
+        }
+        description = param["schema"].pop("description", None)
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
+
+
+def _content(reply: type | Media) -> dict[str, Any]:
+    if isinstance(reply, Media):
+        return {reply.content_type: {"schema": reply.schema}}
+    return {"application/json": {"schema": _ref(reply)}}
+
+
+def _responses(route: AnyRoute) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, reply in sorted(route.replies.items()):
+        entry: dict[str, Any] = {"description": "OK" if status < 300 else "see the body"}
+        if reply is not None:
+            entry["content"] = _content(reply)
+        responses[str(status)] = entry
+    by_status: dict[int, list[str]] = {}
+    for code in sorted(route.error_codes):
+        by_status.setdefault(HTTP_STATUS[code], []).append(code.value)
+    for status, codes in sorted(by_status.items()):
+        if str(status) in responses:
+            raise ValueError(f"{route.path}: {status} is both a reply and an error")
+        responses[str(status)] = {
+            "description": "error: " + ", ".join(codes),
+            "content": _content(schemas.ErrorBody),
+        }
+    return responses
+
+
+def build_openapi(routes: Sequence[AnyRoute]) -> dict[str, Any]:
     kinds: set[type] = {schemas.ErrorBody}
-    for _, _, _, req, responses, _ in ENDPOINTS:
-        if req is not None:
-            kinds.add(req)
-        kinds.update(k for k in responses.values() if k is not None)
+    for route in routes:
+        if route.body is not None:
+            kinds.add(route.body)
+        kinds.update(r for r in route.replies.values() if isinstance(r, type))
     _, components = msgspec.json.schema_components(
-        sorted(kinds, key=lambda k: k.__name__), ref_template="#/components/schemas/{name}"
+        sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, req, responses, auth in ENDPOINTS:
-        op: dict[str, Any] = {"summary": summary, "responses": {}}
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in ("cid", "user_id")
-            if "{" + name + "}" in path
-        ]
+    for route in routes:
+        op: dict[str, Any] = {"summary": route.summary}
+        params = _parameters(route)
         if params:
             op["parameters"] = params
-        if req is not None:
+        if route.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": _ref(req)}},
+                "content": {"application/json": {"schema": _ref(route.body)}},
             }
-        for status, kind in responses.items():
-            entry: dict[str, Any] = {"description": "OK" if status < 300 else "error"}
-            if kind is not None:
-                entry["content"] = {"application/json": {"schema": _ref(kind)}}
-            op["responses"][str(status)] = entry
-        op["responses"]["default"] = {
-            "description": "error",
-            "content": {"application/json": {"schema": _ref(schemas.ErrorBody)}},
-        }
-        if auth:
+        op["responses"] = _responses(route)
+        if route.auth:
             op["security"] = [{"bearer": []}]
-        paths.setdefault(path, {})[method] = op
+        paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tidings", "version": __version__},
