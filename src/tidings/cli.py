@@ -195,8 +195,9 @@ async def _backup(args: argparse.Namespace, settings: Settings) -> int:
         if await asyncio.to_thread(os.path.exists, args.output):
             print(f"error: {args.output} exists; not overwriting it", file=sys.stderr)
             return 1
-        await store.backup_to(args.output)
-        print(msgspec.json.encode({"backup": args.output, "epoch": store.epoch}).decode())
+        taken_at = await store.backup_to(args.output)
+        out = {"backup": args.output, "epoch": store.epoch, "taken_at": taken_at}
+        print(msgspec.json.encode(out).decode())
         return 0
 
     return await _with_store(settings, action)
@@ -226,9 +227,10 @@ async def _restore(args: argparse.Namespace, settings: Settings) -> int:
         await asyncio.to_thread(_put_in_place, args.source, settings.store_url[len("sqlite://") :])
 
     async def action(store: Store) -> int:
-        old = store.epoch
-        new = await store.reset_epoch()
-        print(msgspec.json.encode({"previous_epoch": old, "epoch": new}).decode())
+        from tidings.ops.restores import mark_restored
+
+        restore = await mark_restored(store)
+        print(msgspec.json.encode(restore).decode())
         return 0
 
     return await _with_store(settings, action)
