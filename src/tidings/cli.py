@@ -236,6 +236,22 @@ async def _restore(args: argparse.Namespace, settings: Settings) -> int:
     return await _with_store(settings, action)
 
 
+async def _restore_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Print what the devices reported after the latest restore (for ops review)."""
+    from tidings.ops.restore_report import latest_restore_report, render_text
+    from tidings.store.base import Store
+
+    async def action(store: Store) -> int:
+        report = await latest_restore_report(store)
+        if report is None:
+            print("error: this store was never restored", file=sys.stderr)
+            return 1
+        print(msgspec.json.encode(report).decode() if args.json else render_text(report))
+        return 0
+
+    return await _with_store(settings, action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidings", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(restore)
     restore.add_argument("--from", dest="source", help="SQLite backup file to put in place first")
     restore.set_defaults(handler=_restore)
+    report = restore.add_subparsers(dest="action").add_parser(
+        "report", help="what devices reported missing after the latest restore"
+    )
+    common(report)
+    report.add_argument("--json", action="store_true", help="one JSON object")
+    report.set_defaults(handler=_restore_report)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     user_add = user.add_parser(
