@@ -105,6 +105,7 @@ class Node:
         await self.store.start()
         await self.bus.start(self.fanout.on_bus, self._on_bus_gap)
         await self.presence.open()
+        await self.gateway.load_restore_notice()
         self.gateway.start()
         self.aggregator.start()
         log.info(

@@ -126,6 +126,10 @@ class Settings:
     """On SIGTERM clients are told to reconnect after a random delay within this window."""
     drain_timeout_ms: int = 15_000
     """On SIGTERM, wait at most this long for sends in flight to be acknowledged."""
+    restore_notice_s: int = 3 * 24 * 3600
+    """For this long after ``tidings restore`` every session gets a ``notice``
+    (code ``restored``) right after ``welcome``, naming the window of messages
+    that may have been lost; 0 turns it off."""
     send_buffer_bytes: int = 1024 * 1024
     """Bytes queued to one connection beyond which it is cut as a slow consumer (FM3)."""
     sync_page_limit: int = 500

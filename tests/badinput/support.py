@@ -44,6 +44,8 @@ SERVER_FRAME_TYPES = frozenset(
         "pong",
         "reconnect",
         "error",
+        "notice",
+        "reconciled",
     }
 )
 

@@ -30,7 +30,13 @@ from tidings.client import (
     UnknownFrame,
     Welcome,
 )
-from tidings.client.frames import Pong
+from tidings.client.frames import (
+    Notice,
+    Pong,
+    ReconcileConversation,
+    Reconciled,
+    ReconcileRequest,
+)
 from tidings.client.protocol import TRANSITIONS, Trigger, state_diagram
 
 WELCOME: dict[str, object] = {
@@ -776,3 +782,41 @@ def test_cursors_observe_each_seq_once(seqs: list[int]) -> None:
         assert cursors.cursor("c") == 0
     for seq in range(1, 62):
         assert cursors.holds("c", seq) == (seq in held)
+
+
+def test_notice_is_an_event_and_kept_and_reconcile_is_matched_by_id() -> None:
+    protocol = ClientProtocol()
+    protocol.hello("t")
+    protocol.receive_data(json.dumps(WELCOME))
+    protocol.receive_data(
+        frame(type="notice", code="restored", from_ts=1, to_ts=2, text="Messages ... lost.")
+    )
+    events = protocol.events_received()
+    notice = Notice("restored", "Messages ... lost.", 1, 2)
+    assert events[-1] == notice
+    assert protocol.notice == notice
+    protocol.data_to_send()
+    report = ReconcileRequest("e1", [ReconcileConversation("c1", 2, 5, 1, 2)])
+    rid = protocol.reconcile(report)
+    (written,) = sent(protocol)
+    assert written == {
+        "type": "reconcile",
+        "epoch": "e1",
+        "conversations": [
+            {
+                "conversation_id": "c1",
+                "server_last_seq": 2,
+                "held_last_seq": 5,
+                "own": 1,
+                "others": 2,
+            }
+        ],
+        "id": rid,
+    }
+    protocol.receive_data(frame(type="error", code="not_member", message="x", ref=rid))
+    (failed,) = protocol.events_received()
+    assert isinstance(failed, RequestFailed)
+    assert failed.ref == rid
+    rid = protocol.reconcile(report)
+    protocol.receive_data(frame(type="reconciled", epoch="e1", conversations=1, id=rid))
+    assert protocol.events_received() == [Reconciled("e1", 1, rid)]

@@ -25,11 +25,14 @@ from tidings.client import (
     MessageStore,
     Outbox,
     OutboxStatus,
+    ReconcileConversation,
+    ReconcileRequest,
     RequestSync,
     ResilienceConfig,
     ResilientCore,
     SendDelivered,
     SendFailed,
+    SendReconcile,
     SyncResult,
     Transmit,
     Welcome,
@@ -487,6 +490,102 @@ def test_epoch_change_marks_lost_messages_and_resends_own(tmp_path: Path) -> Non
     h.core.ack_received(10.2, ack(own, 5))
     h.take()
     assert h.store.unconfirmed(CID) == []
+
+
+def _restored_with_losses(h: Harness) -> tuple[str, list[Command], list[ResilientEvent]]:
+    """Bob's 1, 2, our own 3, Bob's 4 and 5; then a restore to a backup
+    holding 1..2. Returns our client_msg_id and what the finished check did."""
+    h.online(sync=result([msg(1), msg(2)]))
+    own = h.core.send(1.0, CID, "mine")
+    h.take()
+    h.core.ack_received(1.1, ack(own, 3))
+    h.core.message_received(1.2, msg(4))
+    h.core.message_received(1.3, msg(5))
+    h.take()
+    h.core.disconnected(2.0)
+    h.core.tick(10.0)
+    h.core.connected(10.0, welcome("e2"))
+    h.take()
+    h.core.sync_completed(10.1, result([msg(1), msg(2)], last={CID: 2}))
+    commands, events = h.take()
+    return own, commands, events
+
+
+def reconciles(commands: list[Command]) -> list[ReconcileRequest]:
+    return [c.report for c in commands if isinstance(c, SendReconcile)]
+
+
+def test_others_lost_messages_stay_as_not_on_server_and_are_reported() -> None:
+    h = Harness()
+    own, commands, events = _restored_with_losses(h)
+    (changed,) = [e for e in events if isinstance(e, EpochChanged)]
+    (lost,) = changed.lost
+    assert (lost.first_seq, lost.last_seq, lost.resent) == (3, 5, (own,))
+    assert lost.not_on_server == ("m4", "m5")
+    # Ours goes back under its client_msg_id; Bob's are kept, never resent by us.
+    assert transmits(commands) == [own]
+    assert [m.message_id for m in h.store.not_on_server(CID)] == ["m4", "m5"]
+    assert [m.sender_id for m in h.store.not_on_server()] == [BOB, BOB]
+    assert [m.client_msg_id for m in h.store.unconfirmed(CID)] == [own, "cm-u-bob-4", "cm-u-bob-5"]
+    # The report: the server's last_seq 2, we held up to 5, 1 ours and 2 Bob's.
+    assert reconciles(commands) == [
+        ReconcileRequest("e2", [ReconcileConversation(CID, 2, 5, 1, 2)])
+    ]
+    # Bob's device resends his 4: it arrives under a new seq and is on the server again.
+    h.core.ack_received(10.2, ack(own, 3))
+    h.core.message_received(10.3, Message(CID, 4, "new4", BOB, "cm-u-bob-4", 2000, {}))
+    h.take()
+    assert [m.message_id for m in h.store.not_on_server(CID)] == ["m5"]
+    assert h.store.unconfirmed(CID) == h.store.not_on_server(CID)
+
+
+def test_reconcile_is_sent_once_per_epoch_across_drops_and_restarts(tmp_path: Path) -> None:
+    path = str(tmp_path / "client.db")
+    h = Harness(path)
+    _, commands, _ = _restored_with_losses(h)
+    (report,) = reconciles(commands)
+    # Not answered before the connection dropped: the next connection sends it.
+    h.core.disconnected(11.0)
+    h.core.tick(20.0)
+    h.core.connected(20.0, welcome("e2"))
+    assert reconciles(h.take()[0]) == [report]
+    h.close()
+    # Nor after a restart of the app, until the server has stored it.
+    h = Harness(path)
+    h.online(now=30.0, epoch="e2")
+    assert reconciles(h.commands) == [report]
+    h.core.reconcile_failed(30.5, "e2", "timeout", retryable=True)  # kept
+    assert h.store.pending_reconcile() == report
+    h.core.reconcile_sent(31.0, "e2")
+    assert h.store.pending_reconcile() is None
+    h.core.disconnected(32.0)
+    h.core.tick(40.0)
+    h.core.connected(40.0, welcome("e2"))
+    assert reconciles(h.take()[0]) == []
+    h.close()
+    h = Harness(path)
+    h.online(now=50.0, epoch="e2")
+    assert reconciles(h.commands) == []
+    h.close()
+
+
+def test_a_refused_reconcile_is_dropped() -> None:
+    h = Harness()
+    _, commands, _ = _restored_with_losses(h)
+    assert reconciles(commands)
+    h.core.reconcile_failed(11.0, "e2", "not_member", retryable=False)
+    assert h.store.pending_reconcile() is None
+
+
+def test_an_epoch_change_without_losses_still_reports() -> None:
+    h = Harness()
+    h.online(sync=result([msg(1)]))
+    h.core.disconnected(1.0)
+    h.core.tick(10.0)
+    h.core.connected(10.0, welcome("e2"))
+    h.take()
+    h.core.sync_completed(10.1, result([msg(1)]))
+    assert reconciles(h.take()[0]) == [ReconcileRequest("e2", [])]
 
 
 def test_epoch_divergence_below_the_window_is_found() -> None:

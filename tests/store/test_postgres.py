@@ -399,19 +399,6 @@ async def test_stuck_statement_and_exhausted_pool_are_unavailable(
         await store.close()
 
 
-async def test_reset_epoch_persists(db_url: str) -> None:
-    (store,) = await open_nodes(db_url, 1)
-    old = store.epoch
-    new = await store.reset_epoch()
-    await store.close()
-    assert new != old
-    (again,) = await open_nodes(db_url, 1)
-    try:
-        assert again.epoch == new
-    finally:
-        await again.close()
-
-
 def test_url_helpers() -> None:
     assert PostgresStore.from_url("postgresql://u@h:1/db").url == "postgresql://u@h:1/db"
     with pytest.raises(ValueError, match="not a postgresql URL"):

@@ -119,24 +119,11 @@ async def test_data_and_migrations_survive_reopen(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT version, name FROM schema_version").fetchall()
     conn.close()
-    assert rows == [(1, "sqlite_001_initial.sql"), (2, "sqlite_002_accounts.sql")]
-
-
-async def test_reset_epoch_changes_and_persists(tmp_path: Path) -> None:
-    path = str(tmp_path / "t.db")
-    store = SqliteStore(path)
-    await store.start()
-    old = store.epoch
-    new = await store.reset_epoch()
-    assert new != old
-    assert store.epoch == new
-    await store.close()
-    reopened = SqliteStore(path)
-    await reopened.start()
-    try:
-        assert reopened.epoch == new
-    finally:
-        await reopened.close()
+    assert rows == [
+        (1, "sqlite_001_initial.sql"),
+        (2, "sqlite_002_accounts.sql"),
+        (3, "sqlite_003_restores.sql"),
+    ]
 
 
 async def test_concurrent_writes_share_commits(sqlite_store: SqliteStore) -> None:
@@ -359,3 +346,27 @@ async def test_a_batch_that_fails_outside_sqlite_fails_its_jobs_retryably(
         assert (result.duplicate, result.message.seq) == (False, 1)  # nothing was stored
     finally:
         await store.close()
+
+
+async def test_backup_copy_is_stamped_and_restore_consumes_the_stamp(tmp_path: Path) -> None:
+    live = SqliteStore(str(tmp_path / "live.db"))
+    await live.start()
+    copy_path = str(tmp_path / "copy.db")
+    try:
+        await _conversation(live)
+        taken_at = await live.backup_to(copy_path)
+        assert await live.backup_time() == NOW  # the live store carries no stamp
+        with sqlite3.connect(live.path) as conn:
+            assert conn.execute("SELECT count(*) FROM backup_stamp").fetchone() == (0,)
+        conn.close()
+    finally:
+        await live.close()
+    copy = SqliteStore(copy_path)
+    await copy.start()
+    try:
+        assert await copy.backup_time() == taken_at
+        restore = await copy.record_restore(taken_at, taken_at + 1)
+        assert restore.from_ts == taken_at
+        assert await copy.backup_time() == NOW  # the stamp is used up
+    finally:
+        await copy.close()

@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--from", dest="source", metavar="FILE", help="SQLite backup to put in place"
     )
+    report = _command(
+        restore.add_subparsers(dest="action", metavar="report"),
+        "report",
+        store_commands.restore_report,
+        "what devices reported missing after the latest restore",
+        "After a restore, clients report per conversation how many messages they hold\n"
+        "beyond the server's history (their own, which they resend, and others', which\n"
+        "are gone from the server). This prints the restore's window and those gaps.",
+    )
+    report.add_argument("--json", action="store_true", help="one JSON object")
 
     users = sub.add_parser("user", help="manage accounts", description="Manage accounts.")
     user = users.add_subparsers(dest="action", required=True, metavar="ACTION")

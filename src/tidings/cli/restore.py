@@ -32,6 +32,8 @@ from pathlib import Path
 
 from tidings.cli.errors import OperatorError
 from tidings.cli.locations import require_existing
+from tidings.core.models import Restore
+from tidings.ops.restores import mark_restored
 from tidings.settings import Settings
 from tidings.store.sqlite import SqliteStore
 from tidings.store.sqlite_inspect import NotAStore, check_sqlite_file, inspect_store
@@ -53,8 +55,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class Outcome:
-    previous_epoch: str
-    epoch: str
+    restore: Restore
     replaced_copy: str
 
 
@@ -94,10 +95,9 @@ async def restore_file(settings: Settings, live: Path, source: str) -> Outcome:
         raise OperatorError(f"{steps.replaced} exists; wait a second and run again")
     lock = exclusive_lock(live)
     try:
-        previous = inspect_store(live).epoch
         try:
             stage(steps)
-            epoch = await stamp_epoch(settings, steps)
+            restore = await stamp_epoch(settings, steps)
             keep_replaced(steps)
             checkpoint_live(steps)
         except NotAStore as exc:
@@ -108,7 +108,7 @@ async def restore_file(settings: Settings, live: Path, source: str) -> Outcome:
     finally:
         _remove(steps.staged)
         lock.release()
-    return Outcome(previous, epoch, str(steps.replaced))
+    return Outcome(restore, str(steps.replaced))
 
 
 def stage(steps: Plan) -> None:
@@ -121,18 +121,19 @@ def stage(steps: Plan) -> None:
     inspect_store(steps.staged, integrity=True)
 
 
-async def stamp_epoch(settings: Settings, steps: Plan) -> str:
-    """Bring the staged copy to this version's schema and give it a new epoch;
-    leave it one self-contained file (no WAL) ready to be renamed into place."""
+async def stamp_epoch(settings: Settings, steps: Plan) -> Restore:
+    """Bring the staged copy to this version's schema, give it a new epoch and
+    record the restore (the window clients are told may be lost); leave it one
+    self-contained file (no WAL) ready to be renamed into place."""
     store = SqliteStore(str(steps.staged), settings.sqlite_synchronous)
     await store.start()
     try:
-        epoch = await store.reset_epoch()
+        restore = await mark_restored(store)
     finally:
         await store.close()
     _self_contained(steps.staged)
     _remove_lock_file(steps.staged)
-    return epoch
+    return restore
 
 
 def _remove_lock_file(database: Path) -> None:

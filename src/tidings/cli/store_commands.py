@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
@@ -47,8 +46,9 @@ async def backup(args: argparse.Namespace, settings: Settings) -> int:
     output = backup_target(args.output, settings)
     async with using_store(settings) as store:
         assert isinstance(store, SqliteStore)
-        await store.backup_to(str(output))
-        print(msgspec.json.encode({"backup": str(output), "epoch": store.epoch}).decode())
+        taken_at = await store.backup_to(str(output))
+        out = {"backup": str(output), "epoch": store.epoch, "taken_at": taken_at}
+        print(msgspec.json.encode(out).decode())
     return 0
 
 
@@ -61,34 +61,38 @@ async def restore(args: argparse.Namespace, settings: Settings) -> int:
                 " then run `tidings restore` without --from"
             )
         outcome = await restore_file(settings, live, args.source)
-        print(
-            msgspec.json.encode(
-                {
-                    "restored_from": args.source,
-                    "previous_epoch": outcome.previous_epoch,
-                    "epoch": outcome.epoch,
-                    "replaced_copy": outcome.replaced_copy,
-                }
-            ).decode()
-        )
+        out = {"restored_from": args.source, **msgspec.structs.asdict(outcome.restore)}
+        print(msgspec.json.encode({**out, "replaced_copy": outcome.replaced_copy}).decode())
         print(
             f"the replaced store is kept as {outcome.replaced_copy}; remove it when you no"
             " longer need it",
             file=sys.stderr,
         )
         return 0
-    return await _new_epoch(settings, live)
+    return await _mark_restored(settings, live)
 
 
-async def _new_epoch(settings: Settings, live: Path | None) -> int:
+async def _mark_restored(settings: Settings, live: Path | None) -> int:
     """After a backup was put in place by other means (pg_restore, a file copy)."""
-    lock = None
+    from tidings.ops.restores import mark_restored
+
     if live is not None:
         require_existing(settings)
-        lock = await asyncio.to_thread(exclusive_lock, live)
-        lock.release()  # the store takes it shared; a server starting now is harmless
+        # Refused while a server runs: it would go on announcing the old epoch.
+        exclusive_lock(live).release()
     async with using_store(settings) as store:
-        previous = store.epoch
-        epoch = await store.reset_epoch()
-    print(msgspec.json.encode({"previous_epoch": previous, "epoch": epoch}).decode())
+        restore = await mark_restored(store)
+    print(msgspec.json.encode(restore).decode())
+    return 0
+
+
+async def restore_report(args: argparse.Namespace, settings: Settings) -> int:
+    """What devices reported holding beyond the server after the latest restore."""
+    from tidings.ops.restore_report import latest_restore_report, render_text
+
+    async with using_store(settings) as store:
+        report = await latest_restore_report(store)
+    if report is None:
+        raise OperatorError("this store was never restored; there is nothing to report")
+    print(msgspec.json.encode(report).decode() if args.json else render_text(report))
     return 0

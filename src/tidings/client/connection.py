@@ -53,11 +53,14 @@ from tidings.client.frames import (
     Content,
     Message,
     Network,
+    Notice,
     OwnPresence,
     Pong,
     Presence,
     Receipt,
     ReceiptSummary,
+    Reconciled,
+    ReconcileRequest,
     Reconnect,
     ServerError,
     SyncDone,
@@ -119,6 +122,7 @@ ClientEvent = (
     | Typing
     | Presence
     | Reconnect
+    | Notice
     | ServerError
     | UnknownFrame
     | ProtocolViolation
@@ -158,7 +162,7 @@ class TidingsClient:
         loop = asyncio.get_running_loop()
         self._welcome_waiter: asyncio.Future[Welcome] = loop.create_future()
         self._send_waiters: dict[str, list[asyncio.Future[Ack]]] = {}
-        self._ping_waiters: dict[str, asyncio.Future[None]] = {}
+        self._request_waiters: dict[str, asyncio.Future[None]] = {}
         self._sync_waiter: tuple[str, asyncio.Future[SyncResult]] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -285,6 +289,12 @@ class TidingsClient:
         return welcome
 
     @property
+    def notice(self) -> Notice | None:
+        """The server's ``notice`` on this connection, if any (e.g. code ``restored``
+        after a restore from backup); also yielded by :meth:`events`."""
+        return self._protocol.notice
+
+    @property
     def cursors(self) -> Cursors:
         """What this client holds per conversation; share it with the next connection."""
         return self._protocol.cursors
@@ -362,18 +372,36 @@ class TidingsClient:
         self._check_usable()
         request_id = self._protocol.ping()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ping_waiters[request_id] = waiter
+        self._request_waiters[request_id] = waiter
         started = time.monotonic()
         try:
             await self._flush()
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
-            self._protocol.forget_ping(request_id)
+            self._protocol.forget_request(request_id)
             raise RequestTimeoutError(f"no pong within {timeout}s") from None
         finally:
-            self._ping_waiters.pop(request_id, None)
+            self._request_waiters.pop(request_id, None)
         return time.monotonic() - started
+
+    async def reconcile(
+        self, report: ReconcileRequest, timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    ) -> None:
+        """Send a ``reconcile`` report and wait until the server has stored it."""
+        self._check_usable()
+        request_id = self._protocol.reconcile(report)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._request_waiters[request_id] = waiter
+        try:
+            await self._flush()
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            self._protocol.forget_request(request_id)
+            raise RequestTimeoutError(f"no answer to reconcile within {timeout}s") from None
+        finally:
+            self._request_waiters.pop(request_id, None)
 
     async def delivered(self, conversation_id: str, seq: int) -> None:
         """Tell the server this device holds every message up to ``seq`` (cumulative)."""
@@ -550,7 +578,7 @@ class TidingsClient:
     def _fail_all(self, error: TidingsClientError) -> None:
         waiters: list[asyncio.Future[Ack] | asyncio.Future[None] | asyncio.Future[SyncResult]]
         waiters = [w for ws in self._send_waiters.values() for w in ws]
-        waiters.extend(self._ping_waiters.values())
+        waiters.extend(self._request_waiters.values())
         if self._sync_waiter is not None:
             waiters.append(self._sync_waiter[1])
         for waiter in waiters:
@@ -578,10 +606,10 @@ class TidingsClient:
                 if not waiter.done():
                     waiter.set_result(event)
             return True
-        if isinstance(event, Pong):
-            ping = self._ping_waiters.get(event.id or "")
-            if ping is not None and not ping.done():
-                ping.set_result(None)
+        if isinstance(event, Pong | Reconciled):
+            answered = self._request_waiters.get(event.id or "")
+            if answered is not None and not answered.done():
+                answered.set_result(None)
             return True
         if isinstance(event, SyncComplete):
             pending = self._sync_waiter
@@ -603,9 +631,9 @@ class TidingsClient:
     def _fail_request(self, ref: str, error: TidingsClientError) -> None:
         futures: list[asyncio.Future[Ack] | asyncio.Future[None] | asyncio.Future[SyncResult]]
         futures = list(self._send_waiters.get(ref, []))
-        ping = self._ping_waiters.get(ref)
-        if ping is not None:
-            futures.append(ping)
+        request = self._request_waiters.get(ref)
+        if request is not None:
+            futures.append(request)
         if self._sync_waiter is not None and self._sync_waiter[0] == ref:
             futures.append(self._sync_waiter[1])
         for future in futures:
@@ -652,6 +680,7 @@ _CLIENT_EVENT_TYPES = (
     Typing,
     Presence,
     Reconnect,
+    Notice,
     ServerError,
     UnknownFrame,
     ProtocolViolation,

@@ -169,6 +169,25 @@ class Reconnect(msgspec.Struct, frozen=True, tag="reconnect", tag_field="type"):
     reason: str = ""
 
 
+class Notice(msgspec.Struct, frozen=True, tag="notice", tag_field="type"):
+    """Something to show the user. Code ``restored``: the server was restored
+    from a backup, and messages sent between ``from_ts`` and ``to_ts`` (ms)
+    may have been lost; ``text`` says so in a sentence an app can show as is."""
+
+    code: str
+    text: str
+    from_ts: int | None = None
+    to_ts: int | None = None
+
+
+class Reconciled(msgspec.Struct, frozen=True, tag="reconciled", tag_field="type"):
+    """The answer to ``reconcile``: the server stored the report."""
+
+    epoch: str
+    conversations: int = 0
+    id: str | None = None
+
+
 class ServerError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
     """The ``error`` frame; ``ref`` is the id / client_msg_id of the frame it answers."""
 
@@ -190,6 +209,8 @@ ServerFrame = (
     | Presence
     | Pong
     | Reconnect
+    | Notice
+    | Reconciled
     | ServerError
 )
 SERVER_FRAME_TYPES: frozenset[str] = frozenset(
@@ -204,6 +225,8 @@ SERVER_FRAME_TYPES: frozenset[str] = frozenset(
         "presence",
         "pong",
         "reconnect",
+        "notice",
+        "reconciled",
         "error",
     }
 )
@@ -275,6 +298,26 @@ class PingRequest(msgspec.Struct, frozen=True, omit_defaults=True, tag="ping", t
     id: str
 
 
+class ReconcileConversation(msgspec.Struct, frozen=True):
+    """One conversation of a ``reconcile`` report: the server's ``last_seq``
+    when this device compared, this device's cursor before the restore, and
+    how many held messages the server lacks, by this user and by others."""
+
+    conversation_id: str
+    server_last_seq: int
+    held_last_seq: int
+    own: int
+    others: int
+
+
+class ReconcileRequest(
+    msgspec.Struct, frozen=True, omit_defaults=True, tag="reconcile", tag_field="type"
+):
+    epoch: str
+    conversations: list[ReconcileConversation]
+    id: str | None = None
+
+
 ClientFrame = (
     Hello
     | SyncRequest
@@ -285,4 +328,5 @@ ClientFrame = (
     | PresenceRequest
     | PresenceSubscribeRequest
     | PingRequest
+    | ReconcileRequest
 )

@@ -53,12 +53,15 @@ from tidings.client.frames import (
     Hello,
     Message,
     Network,
+    Notice,
     OwnPresence,
     PingRequest,
     Pong,
     PresenceRequest,
     PresenceSubscribeRequest,
     ReadRequest,
+    Reconciled,
+    ReconcileRequest,
     SendRequest,
     ServerError,
     ServerFrame,
@@ -231,12 +234,15 @@ class ClientProtocol:
         self.cursors = cursors if cursors is not None else Cursors()
         self.state = State.CONNECTING
         self.welcome: Welcome | None = None
+        self.notice: Notice | None = None
+        """The last ``notice`` of this connection (sent right after ``welcome``)."""
         self._ids = itertools.count(1)
         self._outgoing: list[bytes] = []
         self._events: list[Event] = []
         # client_msg_id -> conversation_id of every send without ack or error yet.
         self._pending_sends: dict[str, str] = {}
-        self._pending_pings: set[str] = set()
+        # Request ids of pings and reconciles without an answer yet.
+        self._pending_requests: set[str] = set()
         self._sync: _SyncOperation | None = None
         # Page ids of syncs the caller gave up on; their late sync_done is ignored.
         self._abandoned_sync_pages: set[str] = set()
@@ -385,8 +391,16 @@ class ClientProtocol:
         if self.state not in (State.AUTHENTICATING, State.OPEN):
             raise InvalidStateError(f"cannot ping in state {self.state.value}")
         request_id = self._next_id("ping-")
-        self._pending_pings.add(request_id)
+        self._pending_requests.add(request_id)
         self._write(PingRequest(request_id))
+        return request_id
+
+    def reconcile(self, report: ReconcileRequest) -> str:
+        """Queue a ``reconcile`` report; returns the id its :class:`Reconciled` carries."""
+        self._require_open("send reconcile")
+        request_id = self._next_id("reconcile-")
+        self._pending_requests.add(request_id)
+        self._write(ReconcileRequest(report.epoch, report.conversations, request_id))
         return request_id
 
     def cancel_sync(self) -> None:
@@ -407,9 +421,9 @@ class ClientProtocol:
         """
         self._pending_sends.pop(client_msg_id, None)
 
-    def forget_ping(self, request_id: str) -> None:
-        """Stop matching answers to this ping (the caller timed out)."""
-        self._pending_pings.discard(request_id)
+    def forget_request(self, request_id: str) -> None:
+        """Stop matching answers to this ping or reconcile (the caller timed out)."""
+        self._pending_requests.discard(request_id)
 
     def close(self) -> None:
         """The client is closing; frames that still arrive are processed."""
@@ -422,7 +436,7 @@ class ClientProtocol:
         self._transition(Trigger.CONNECTION_LOST)
         self._abandon_sync()
         self._pending_sends.clear()
-        self._pending_pings.clear()
+        self._pending_requests.clear()
         self._events.append(Closed(code, reason))
 
     # -- incoming data ------------------------------------------------------------
@@ -444,9 +458,12 @@ class ClientProtocol:
         elif isinstance(frame, Ack):
             self._pending_sends.pop(frame.client_msg_id, None)
             self._events.append(frame)
-        elif isinstance(frame, Pong):
+        elif isinstance(frame, Pong | Reconciled):
             if frame.id is not None:
-                self._pending_pings.discard(frame.id)
+                self._pending_requests.discard(frame.id)
+            self._events.append(frame)
+        elif isinstance(frame, Notice):
+            self.notice = frame
             self._events.append(frame)
         elif isinstance(frame, SyncDone):
             self._on_sync_done(frame)
@@ -504,8 +521,8 @@ class ClientProtocol:
         if ref is not None and ref in self._pending_sends:
             del self._pending_sends[ref]
             self._events.append(RequestFailed(ref, error))
-        elif ref is not None and ref in self._pending_pings:
-            self._pending_pings.discard(ref)
+        elif ref is not None and ref in self._pending_requests:
+            self._pending_requests.discard(ref)
             self._events.append(RequestFailed(ref, error))
         elif ref is not None and self._sync is not None and ref == self._sync.page_id:
             request_id = self._sync.request_id

@@ -63,8 +63,21 @@ finds the first seq whose message_id differs from the stored one or that the
 server no longer has, moves the stored messages from there up to the
 unconfirmed list, puts this user's own among them back into the outbox under
 their original client_msg_id, and emits :class:`EpochChanged` with the lost
-ranges. Messages that arrive meanwhile are held back and replayed afterwards.
-The new epoch is stored last, so a crash in between redoes the check.
+ranges. Other people's lost messages are kept, listed by
+:meth:`~tidings.client.store.MessageStore.not_on_server` (never resent: only
+their sender's device can vouch for them). Messages that arrive meanwhile are
+held back and replayed afterwards. The new epoch is stored last, so a crash
+in between redoes the check.
+
+**Reconcile.** With the new epoch the store keeps a ``reconcile`` report
+(per conversation with a lost range: the server's ``last_seq``, our cursor
+before the restore, how many lost messages were ours and others'), in the
+same transaction, so it exists exactly when the epoch does. It is sent
+(:class:`SendReconcile`) once the check is over and on every connection
+while the server has not stored it; the server's answer, or a refusal that
+cannot change (``not_member``...), clears it, so each device reports each
+epoch once across restarts and drops. Operators read the reports with
+``tidings restore report``.
 """
 
 from __future__ import annotations
@@ -82,7 +95,14 @@ from tidings.client.backoff import (
     Backoff,
     Jitter,
 )
-from tidings.client.frames import Ack, Content, Message, Welcome
+from tidings.client.frames import (
+    Ack,
+    Content,
+    Message,
+    ReconcileConversation,
+    ReconcileRequest,
+    Welcome,
+)
 from tidings.client.outbox import Outbox, OutboxEntry, OutboxStatus
 from tidings.client.protocol import SyncResult
 from tidings.client.store import MessageStore
@@ -111,6 +131,9 @@ DEFAULT_DELIVERED_DELAY_S = 0.5
 # A restore usually loses minutes of traffic; 500 messages per conversation
 # covers that in one round trip, and a deeper divergence triggers a full pass.
 DEFAULT_EPOCH_VERIFY_WINDOW = 500
+# The server's bound on one reconcile report (docs/protocol.md); a device
+# with more conversations to report sends those with the most lost messages.
+MAX_RECONCILE_CONVERSATIONS = 1000
 # A sync that failed (timeout, error) is tried again after this long, so a
 # struggling server is not hit in a tight loop.
 SYNC_RETRY_DELAY_S = 1.0
@@ -196,7 +219,14 @@ class SendDelivered:
     seq: int
 
 
-Command = Connect | Disconnect | Transmit | RequestSync | SendDelivered
+@dataclass(frozen=True)
+class SendReconcile:
+    """Write ``reconcile``; report ``reconcile_sent`` or ``reconcile_failed``."""
+
+    report: ReconcileRequest
+
+
+Command = Connect | Disconnect | Transmit | RequestSync | SendDelivered | SendReconcile
 
 
 # -- events (core -> app) --------------------------------------------------------------
@@ -238,15 +268,18 @@ class LostRange:
     """Seqs ``first_seq..last_seq`` of a conversation that the store held but the
     restored server does not (as they were numbered before the restore).
 
-    ``resent`` are this user's own messages from that range, back in the
-    outbox under their original client_msg_id; the rest are listed by
-    :meth:`~tidings.client.store.MessageStore.unconfirmed` until their senders resend them.
+    ``resent`` are this user's own messages from that range (client_msg_ids),
+    back in the outbox under their original client_msg_id; ``not_on_server``
+    are the others' (message_ids), kept and listed by
+    :meth:`~tidings.client.store.MessageStore.not_on_server` until their
+    senders resend them.
     """
 
     conversation_id: str
     first_seq: int
     last_seq: int
     resent: tuple[str, ...]
+    not_on_server: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -348,6 +381,7 @@ class ResilientCore:
         self._sync_wanted = False
         self._sync_retry_at: float | None = None
         self._epoch_check: _EpochCheck | None = None
+        self._reconcile_in_flight = False
         self._stalled_syncs = 0
         self._delivered_sent: dict[str, int] = {}
         self._delivered_due: dict[str, float] = {}
@@ -472,6 +506,7 @@ class ResilientCore:
         self._paused_until = 0.0
         self._sync_in_flight = False
         self._sync_retry_at = None
+        self._reconcile_in_flight = False
         self._delivered_sent.clear()
         self.welcome = welcome
         if self.user_id != welcome.user_id:
@@ -485,6 +520,7 @@ class ResilientCore:
             self._begin_epoch_check(stored, welcome.epoch)
         if self._epoch_check is None:
             self._want_sync(now)
+            self._send_reconcile()
         self._pump(now)
 
     def connect_failed(
@@ -514,6 +550,7 @@ class ResilientCore:
         self._sync_retry_at = None
         self._delivered_due.clear()
         self._undelivered.clear()
+        self._reconcile_in_flight = False  # still in the store: sent on the next connection
         if self._epoch_check is not None:
             self._epoch_check = None  # redone on the next connection (epoch not stored yet)
         self._schedule_reconnect(now, reason, retry_after)
@@ -589,6 +626,19 @@ class ResilientCore:
         else:
             self._fail(entry, OutboxStatus.REJECTED, code, message, retryable=False)
         self._pump(now)
+
+    def reconcile_sent(self, now: float, epoch: str) -> None:
+        """The server stored this device's report for ``epoch``."""
+        self._reconcile_in_flight = False
+        self.store.reconcile_done(epoch)
+
+    def reconcile_failed(self, now: float, epoch: str, code: str, retryable: bool) -> None:
+        """The report was not stored. A retryable failure (timeout, ``unavailable``)
+        keeps it for the next connection; any other would fail the same way
+        again, so it is dropped (``code`` is for the driver's log)."""
+        self._reconcile_in_flight = False
+        if not retryable:
+            self.store.reconcile_done(epoch)
 
     def message_received(self, now: float, message: Message) -> None:
         """A ``msg`` frame (live or redelivered)."""
@@ -872,10 +922,12 @@ class ResilientCore:
             self._sync_in_flight = True
             self._commands.append(RequestSync(dict(deeper)))
             return
-        # Done: record the new epoch last, then surface what the server has.
+        # Done: record the new epoch (with its report) last, then surface
+        # what the server has.
         self._epoch_check = None
-        self.store.set_epoch(check.new_epoch)
+        self.store.finish_epoch_change(_reconcile_report(check))
         self._events.append(EpochChanged(check.old_epoch, check.new_epoch, tuple(check.lost)))
+        self._send_reconcile()
         replay = [
             m for fetched in check.fetched.values() for m in sorted(fetched.values(), key=_seq)
         ]
@@ -904,12 +956,40 @@ class ResilientCore:
         moved = self.store.mark_unconfirmed(cid, divergence, check.old_epoch)
         self._cursors[cid] = divergence - 1
         resent: list[str] = []
+        kept: list[str] = []
         for message in moved:
             if message.sender_id == self.user_id:
                 entry = self.outbox.add(message.client_msg_id, cid, message.content)
                 self._entries[entry.client_msg_id] = entry
                 resent.append(message.client_msg_id)
-        check.lost.append(LostRange(cid, divergence, old_cursor, tuple(resent)))
+            else:
+                kept.append(message.message_id)
+        check.lost.append(LostRange(cid, divergence, old_cursor, tuple(resent), tuple(kept)))
+
+    def _send_reconcile(self) -> None:
+        """Send the stored report of the current epoch, if the server lacks it."""
+        if self._link is not _Link.ONLINE or self._reconcile_in_flight or self.welcome is None:
+            return
+        report = self.store.pending_reconcile()
+        if report is not None and report.epoch == self.welcome.epoch:
+            self._reconcile_in_flight = True
+            self._commands.append(SendReconcile(report))
+
+
+def _reconcile_report(check: _EpochCheck) -> ReconcileRequest:
+    """The ``reconcile`` report of a finished epoch check (see the module docstring)."""
+    conversations = [
+        ReconcileConversation(
+            lost.conversation_id,
+            check.last_seq.get(lost.conversation_id, 0),
+            lost.last_seq,
+            len(lost.resent),
+            len(lost.not_on_server),
+        )
+        for lost in check.lost
+    ]
+    conversations.sort(key=lambda c: c.own + c.others, reverse=True)
+    return ReconcileRequest(check.new_epoch, conversations[:MAX_RECONCILE_CONVERSATIONS])
 
 
 def _seq(message: Message) -> int:

@@ -22,8 +22,10 @@ Public API::
             case MessageSent():       ...  # acked: durable on the server
             case SendFailed():        ...  # kept: client.retry(cmid) / client.discard(cmid)
             case EpochChanged():      ...  # the server was restored from a backup
+            case Notice():            ...  # e.g. "restored": show event.text to the user
             case ConnectionChanged(): ...  # connecting / online / offline (retry_in) / stopped
             case _:                   ...  # receipts, typing, presence, ... as TidingsClient
+    client.not_on_server(conversation_id)  # others' messages a restore lost: mark them
     client.wake_up()                       # app foregrounded: resync now / reconnect now
     await client.close()                   # the outbox stays on disk
 
@@ -60,7 +62,7 @@ from tidings.client.errors import (
     RequestTimeoutError,
     TidingsClientError,
 )
-from tidings.client.frames import Content, Message, Network, Reconnect
+from tidings.client.frames import Content, Message, Network, Notice, Reconnect
 from tidings.client.outbox import Outbox, OutboxEntry
 from tidings.client.protocol import DEFAULT_CLIENT_NAME
 from tidings.client.resilience import (
@@ -72,6 +74,7 @@ from tidings.client.resilience import (
     ResilientCore,
     ResilientEvent,
     SendDelivered,
+    SendReconcile,
     Transmit,
 )
 from tidings.client.store import MessageStore
@@ -149,6 +152,7 @@ class ResilientClient:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._online = asyncio.Event()
+        self._notice: Notice | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -239,6 +243,17 @@ class ResilientClient:
         """Per conversation, the seq up to which every message is stored."""
         return self.core.cursors
 
+    @property
+    def notice(self) -> Notice | None:
+        """The server's last ``notice`` (e.g. code ``restored`` after a restore
+        from backup), kept across reconnects; also an event."""
+        return self._notice
+
+    def not_on_server(self, conversation_id: str | None = None) -> list[Message]:
+        """Other people's messages this device holds that the server lost in a
+        restore (:meth:`~tidings.client.store.MessageStore.not_on_server`)."""
+        return self.store.not_on_server(conversation_id)
+
     def pending(self) -> list[OutboxEntry]:
         """The outbox, in send order (pending, failed and rejected entries)."""
         return self.core.entries()
@@ -310,6 +325,8 @@ class ResilientClient:
             self._spawn(self._sync(conn, command.cursors), "tidings-sync")
         elif isinstance(command, SendDelivered):
             self._spawn(self._delivered(conn, command), "tidings-delivered")
+        elif isinstance(command, SendReconcile):
+            self._spawn(self._reconcile(conn, command), "tidings-reconcile")
 
     async def _connect(self, epoch: str | None) -> None:
         try:
@@ -352,6 +369,8 @@ class ResilientClient:
                 elif isinstance(event, Reconnect):
                     self.core.reconnect_requested(_now(), event.after_ms, event.reason)
                 else:
+                    if isinstance(event, Notice):
+                        self._notice = event
                     self._emit(event)
                 self._drain()
         except TidingsClientError as exc:
@@ -395,6 +414,21 @@ class ResilientClient:
             self.core.sync_failed(_now(), str(exc))
         else:
             self.core.sync_completed(_now(), result)
+        self._drain()
+
+    async def _reconcile(self, conn: TidingsClient, command: SendReconcile) -> None:
+        epoch = command.report.epoch
+        try:
+            await conn.reconcile(command.report)
+        except ConnectionClosedError:
+            return  # the reader reports the drop; the next connection sends it again
+        except TidingsClientError as exc:
+            if conn.closed:
+                return
+            logger.warning("tidings: reconcile report not stored: %s", exc)
+            self.core.reconcile_failed(_now(), epoch, exc.code, exc.retryable)
+        else:
+            self.core.reconcile_sent(_now(), epoch)
         self._drain()
 
     async def _delivered(self, conn: TidingsClient, command: SendDelivered) -> None:

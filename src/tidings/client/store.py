@@ -12,9 +12,15 @@
   from ordinary reconnects;
 - *unconfirmed* messages: ones this store held that the server lost in a
   restore. They leave the seq-keyed table (the server will reuse those seqs
-  for new messages) and stay listed here, for the app to show as "may not
-  have been sent", until the same message (sender, client_msg_id) arrives
-  again under a new seq.
+  for new messages) and stay listed, until the same message (sender,
+  client_msg_id) arrives again under a new seq. This user's own come back
+  that way (the core resends them under their original client_msg_id);
+  other people's only if their senders' devices resend them, so until then
+  :meth:`MessageStore.not_on_server` lists them, for the app to show marked
+  "not on the server" (the server never rebuilds them from this copy:
+  docs/reliability.md, "Disaster recovery");
+- the ``reconcile`` report of the last epoch change until the server has
+  stored it, so that a restart or a lost connection still sends it, once.
 
 Messages and cursors are written in one transaction, so the cursor never
 claims a message the store does not have. The file may be shared with the
@@ -30,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from tidings.client.frames import Content, Message
+from tidings.client.frames import Content, Message, ReconcileRequest
 from tidings.client.outbox import connect_sqlite
 
 _SCHEMA = (
@@ -51,6 +57,7 @@ _SCHEMA = (
 _MESSAGE_COLUMNS = "conversation_id, seq, message_id, sender_id, client_msg_id, ts, content"
 
 _content_decoder: msgspec.json.Decoder[Content] = msgspec.json.Decoder(Content)
+_report_decoder: msgspec.json.Decoder[ReconcileRequest] = msgspec.json.Decoder(ReconcileRequest)
 _encoder = msgspec.json.Encoder()
 
 
@@ -97,6 +104,24 @@ class MessageStore:
 
     def set_epoch(self, epoch: str) -> None:
         self._set_meta("epoch", epoch)
+
+    def finish_epoch_change(self, report: ReconcileRequest) -> None:
+        """Store the new epoch (``report.epoch``) with the report still to send,
+        atomically: an epoch stored without its report would never be reported."""
+        with self._transaction():
+            self._set_meta("epoch", report.epoch)
+            self._set_meta("reconcile", _encoder.encode(report).decode())
+
+    def pending_reconcile(self) -> ReconcileRequest | None:
+        """The report of the last epoch change, until :meth:`reconcile_done`."""
+        raw = self._meta("reconcile")
+        return None if raw is None else _report_decoder.decode(raw)
+
+    def reconcile_done(self, epoch: str) -> None:
+        """The report for ``epoch`` is settled (stored, or refused for good)."""
+        pending = self.pending_reconcile()
+        if pending is not None and pending.epoch == epoch:
+            self._conn.execute("DELETE FROM tidings_meta WHERE key = 'reconcile'")
 
     @property
     def user_id(self) -> str | None:
@@ -176,14 +201,29 @@ class MessageStore:
         return [_message(row) for row in rows]
 
     def unconfirmed(self, conversation_id: str | None = None) -> list[Message]:
-        """Messages lost by a server restore and not seen again (yet), oldest first.
-
-        Their ``seq`` is the one they had before the restore.
+        """Messages lost by a server restore and not seen again (yet), oldest
+        first: this user's own (resent, until their ack) and others' (see
+        :meth:`not_on_server`). Their ``seq`` is the one they had before the restore.
         """
-        where: str = ""
-        args: tuple[str, ...] = ()
+        return self._unconfirmed(conversation_id, others_only=False)
+
+    def not_on_server(self, conversation_id: str | None = None) -> list[Message]:
+        """Other people's messages this device holds that the restored server
+        lost and nobody has resent (yet), oldest first: show them marked "not
+        on the server". A sender's device that still has its copy resends it,
+        and it then arrives again under a new seq and leaves this list."""
+        return self._unconfirmed(conversation_id, others_only=True)
+
+    def _unconfirmed(self, conversation_id: str | None, *, others_only: bool) -> list[Message]:
+        conditions: list[str] = []
+        args: list[str] = []
         if conversation_id is not None:
-            where, args = "WHERE conversation_id = ?", (conversation_id,)
+            conditions.append("conversation_id = ?")
+            args.append(conversation_id)
+        if others_only:
+            conditions.append("sender_id != ?")
+            args.append(self.user_id or "")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self._conn.execute(
             f"SELECT {_MESSAGE_COLUMNS} FROM tidings_unconfirmed {where} ORDER BY position", args
         ).fetchall()

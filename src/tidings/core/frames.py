@@ -98,8 +98,41 @@ class Ping(msgspec.Struct, tag="ping", tag_field="type", frozen=True):
     id: RequestId | None = None
 
 
+# A device reports only the conversations where it held messages the restored
+# server lacks; a few hundred is already a very active account, and the bound
+# keeps one frame's store transaction small.
+MAX_RECONCILE_CONVERSATIONS = 1000
+
+
+class ReconcileConversation(msgspec.Struct, frozen=True):
+    conversation_id: Id
+    server_last_seq: Seq
+    held_last_seq: Seq
+    own: Seq
+    others: Seq
+
+
+class Reconcile(msgspec.Struct, tag="reconcile", tag_field="type", frozen=True):
+    """After an epoch change: what this device held beyond the restored history."""
+
+    epoch: Id
+    conversations: Annotated[
+        list[ReconcileConversation], msgspec.Meta(max_length=MAX_RECONCILE_CONVERSATIONS)
+    ]
+    id: RequestId | None = None
+
+
 ClientFrame = (
-    Hello | Sync | Send | Delivered | Read | TypingIn | PresenceIn | PresenceSubscribe | Ping
+    Hello
+    | Sync
+    | Send
+    | Delivered
+    | Read
+    | TypingIn
+    | PresenceIn
+    | PresenceSubscribe
+    | Ping
+    | Reconcile
 )
 CLIENT_FRAME_TYPES: frozenset[str] = frozenset(
     {
@@ -112,6 +145,7 @@ CLIENT_FRAME_TYPES: frozenset[str] = frozenset(
         "presence",
         "presence_subscribe",
         "ping",
+        "reconcile",
     }
 )
 
@@ -149,6 +183,10 @@ def decode_client_frame(data: bytes | str, max_content_bytes: int) -> ClientFram
         except TidingsError as exc:
             ref = frame.id if frame.id is not None else frame.client_msg_id
             raise FrameError(exc.code, exc.message, ref) from None
+    elif isinstance(frame, Reconcile):
+        cids = [c.conversation_id for c in frame.conversations]
+        if len(set(cids)) != len(cids):
+            raise FrameError(ErrorCode.BAD_FRAME, "a conversation is reported twice", frame.id)
     return frame
 
 
@@ -317,8 +355,39 @@ class ErrorFrame(msgspec.Struct, tag="error", tag_field="type", frozen=True, omi
     retry_after_ms: int | None = None
 
 
+class Notice(msgspec.Struct, tag="notice", tag_field="type", frozen=True):
+    """Something every session should show its user; ``restored``: the store
+    was restored from a backup, and messages from ``from_ts`` to ``to_ts``
+    may have been lost."""
+
+    code: str
+    from_ts: int
+    to_ts: int
+    text: str
+
+
+class Reconciled(
+    msgspec.Struct, tag="reconciled", tag_field="type", frozen=True, omit_defaults=True
+):
+    """The answer to ``reconcile``: the report is stored."""
+
+    epoch: str
+    conversations: int
+    id: str | None = None
+
+
 ServerFrame = (
-    Welcome | Ack | Msg | SyncDone | Receipt | ReceiptSummary | Pong | Reconnect | ErrorFrame
+    Welcome
+    | Ack
+    | Msg
+    | SyncDone
+    | Receipt
+    | ReceiptSummary
+    | Pong
+    | Reconnect
+    | ErrorFrame
+    | Notice
+    | Reconciled
 )
 
 _encoder = msgspec.json.Encoder()

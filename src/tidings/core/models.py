@@ -136,3 +136,43 @@ class ReceiptCounts(msgspec.Struct, frozen=True):
     delivered_count: int
     read_count: int
     members: int
+
+
+class Restore(msgspec.Struct, frozen=True):
+    """A restore from backup (``Store.record_restore``).
+
+    Messages sent between ``from_ts`` (the backup's time) and ``to_ts`` (the
+    restore's) may be lost: the store's history ends at the backup, and the
+    new ``epoch`` tells clients so.
+    """
+
+    epoch: str
+    previous_epoch: str
+    from_ts: int
+    to_ts: int
+
+
+class ReconcileGap(msgspec.Struct, frozen=True):
+    """What one device held of one conversation beyond the restored history.
+
+    ``held_last_seq`` is the device's cursor before the restore and
+    ``server_last_seq`` the server's ``last_seq`` when the device compared;
+    ``own`` and ``others`` count the messages it held that the server no
+    longer has (sent by the device's user, and by everyone else).
+    """
+
+    conversation_id: str
+    server_last_seq: int
+    held_last_seq: int
+    own: int
+    others: int
+
+
+class ReconcileReport(msgspec.Struct, frozen=True):
+    """A device's report after an epoch change (the ``reconcile`` frame)."""
+
+    epoch: str
+    device_id: str
+    user_id: str
+    reported_at: int
+    gaps: list[ReconcileGap]

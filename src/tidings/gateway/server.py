@@ -129,6 +129,10 @@ class Gateway:
             log.warning("drain timed out", extra={"in_flight": self._handler.in_flight})
         await self.stop()
 
+    async def load_restore_notice(self) -> None:
+        """Read the latest restore for the ``restored`` notice (once, at start)."""
+        await self._handler.load_restore_notice()
+
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
 

@@ -37,6 +37,8 @@ from tidings.core.frames import (
     PresenceIn,
     PresenceSubscribe,
     Read,
+    Reconcile,
+    Reconciled,
     Send,
     Sync,
     SyncDone,
@@ -48,8 +50,10 @@ from tidings.core.frames import (
 )
 from tidings.core.ids import now_ms
 from tidings.core.loop import LoopRef
+from tidings.core.models import ReconcileGap, ReconcileReport
 from tidings.core.service import ChatService, msg_frame
 from tidings.gateway.connection import Connection, State
+from tidings.gateway.notice import RestoreNotice
 from tidings.gateway.presence import PresenceHub
 from tidings.gateway.registry import LocalRegistry
 from tidings.observability.metrics import Metrics
@@ -96,6 +100,7 @@ class SessionHandler:
         self._depth = max(1, settings.frames_in_flight)
         self._in_flight = metrics.frames_in_flight
         self._loop = LoopRef()
+        self._restore_notice: RestoreNotice | None = None
         self.idle = asyncio.Event()
         """Set while none is in flight."""
         self.idle.set()
@@ -107,6 +112,12 @@ class SessionHandler:
             send_rate_per_s=settings.send_rate_per_s,
             send_burst=settings.send_burst,
         )
+
+    async def load_restore_notice(self) -> None:
+        """Read the latest restore (once, at start; see gateway/notice.py)."""
+        restore = await self._store.latest_restore()
+        period_s = self._settings.restore_notice_s
+        self._restore_notice = None if restore is None else RestoreNotice(restore, period_s)
 
     @property
     def in_flight(self) -> int:
@@ -225,17 +236,21 @@ class SessionHandler:
         conn.transition(State.OPEN)
         await self._registry.add(conn, ((s.conversation_id, s.last_seq) for s in states))
         self._metrics.connections.inc()
+        server_time = now_ms()
         welcome = Welcome(
             user_id=device.user_id,
             device_id=device.device_id,
             session_id=conn.session_id,
             epoch=self._service.epoch,
             heartbeat_ms=self._settings.heartbeat_ms,
-            server_time=now_ms(),
+            server_time=server_time,
             limits=self._limits,
             id=frame.id,
         )
         self._reply(conn, "welcome", encode(welcome))
+        notice = self._restore_notice
+        if notice is not None and (payload := notice.frame_at(server_time)) is not None:
+            self._reply(conn, "notice", payload)
         self._presence.opened(conn, [s.conversation_id for s in states])
 
     async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
@@ -285,6 +300,26 @@ class SessionHandler:
             await self._presence.set_status(conn, frame.status)
         elif isinstance(frame, PresenceSubscribe):
             await self._presence.subscribe(conn, frame.user_ids)
+        elif isinstance(frame, Reconcile):
+            await self._reconcile(conn, frame)
+
+    async def _reconcile(self, conn: Connection, frame: Reconcile) -> None:
+        """Store the device's report for ops review (``tidings restore report``)."""
+        device = conn.device
+        assert device is not None
+        if frame.epoch != self._service.epoch:
+            raise TidingsError(
+                ErrorCode.BAD_FRAME,
+                f"reconcile is for epoch {frame.epoch!r}; the server's is {self._service.epoch!r}",
+            )
+        gaps = [
+            ReconcileGap(c.conversation_id, c.server_last_seq, c.held_last_seq, c.own, c.others)
+            for c in frame.conversations
+        ]
+        report = ReconcileReport(frame.epoch, device.device_id, device.user_id, now_ms(), gaps)
+        await self._store.save_reconcile_report(report)
+        answer = Reconciled(epoch=frame.epoch, conversations=len(gaps), id=frame.id)
+        self._reply(conn, "reconciled", encode(answer))
 
     async def _sync(self, conn: Connection, frame: Sync) -> None:
         assert conn.device is not None

@@ -117,9 +117,12 @@ from tidings.core.models import (
     Message,
     NewMessage,
     ReceiptCounts,
+    ReconcileReport,
+    Restore,
     Role,
     User,
 )
+from tidings.store import postgres_restores
 from tidings.store.postgres_batches import (
     APPEND_BATCH_MAX,
     CURSOR_BATCH_MAX,
@@ -528,12 +531,29 @@ class PostgresStore:
     async def ping(self) -> None:
         await self._fetchval("SELECT 1")
 
-    async def reset_epoch(self) -> str:
-        """Give the store a new epoch (after a restore from backup) and return it."""
+    # -- restores from backup (postgres_restores.py) ------------------------------
+    async def backup_time(self) -> int | None:
+        async with self._connection() as conn:
+            return await postgres_restores.backup_time(conn)
+
+    async def record_restore(self, backup_ts: int, restored_ts: int) -> Restore:
         epoch = new_id("e")
-        await self._execute("UPDATE meta SET epoch = $1", epoch)
+        async with self._connection() as conn:
+            restore = await postgres_restores.record_restore(conn, epoch, backup_ts, restored_ts)
         self._epoch = epoch
-        return epoch
+        return restore
+
+    async def latest_restore(self) -> Restore | None:
+        async with self._connection() as conn:
+            return await postgres_restores.latest_restore(conn)
+
+    async def save_reconcile_report(self, report: ReconcileReport) -> None:
+        async with self._connection() as conn:
+            await postgres_restores.save_report(conn, report)
+
+    async def reconcile_reports(self, epoch: str) -> list[ReconcileReport]:
+        async with self._connection() as conn:
+            return await postgres_restores.reports(conn, epoch)
 
     # -- plumbing ----------------------------------------------------------------
     @contextlib.asynccontextmanager

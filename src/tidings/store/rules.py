@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from tidings.core.errors import ErrorCode, TidingsError
-from tidings.core.models import ConversationKind, Role
+from tidings.core.models import ConversationKind, ReconcileReport, Role
 
 
 class NewConversation(NamedTuple):
@@ -35,3 +35,12 @@ def new_conversation(
         direct_key = "|".join(sorted((creator_id, others[0])))
     creator_role = Role.ADMIN if kind is ConversationKind.GROUP else Role.MEMBER
     return NewConversation(others, direct_key, creator_role)
+
+
+def report_conversations(report: ReconcileReport) -> list[str]:
+    """The conversations a reconcile report names; each at most once (a
+    report has one figure per conversation, and a repeat would be ambiguous)."""
+    cids = [gap.conversation_id for gap in report.gaps]
+    if len(set(cids)) != len(cids):
+        raise TidingsError(ErrorCode.BAD_REQUEST, "a conversation is reported twice")
+    return cids

@@ -55,10 +55,13 @@ from tidings.core.models import (
     Message,
     NewMessage,
     ReceiptCounts,
+    ReconcileReport,
+    Restore,
     Role,
     User,
 )
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
+from tidings.store import sqlite_restores
 from tidings.store.rules import new_conversation
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
@@ -343,24 +346,41 @@ class SqliteStore:
             raise TidingsError(ErrorCode.UNAVAILABLE, "sqlite writer is closed")
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
-    async def reset_epoch(self) -> str:
-        """Give the store a new epoch (after a restore from backup) and return it."""
+    # -- restores from backup (sqlite_restores.py) -------------------------------
+    async def backup_time(self) -> int | None:
+        return await self._read(sqlite_restores.backup_time)
+
+    async def record_restore(self, backup_ts: int, restored_ts: int) -> Restore:
         epoch = new_id("e")
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE meta SET epoch = ?", (epoch,))
-
-        await self._writer.submit("reset_epoch", op)
+        restore = await self._writer.submit(
+            "record_restore",
+            lambda conn: sqlite_restores.record_restore(conn, epoch, backup_ts, restored_ts),
+        )
         self._epoch = epoch
-        return epoch
+        return restore
 
-    async def backup_to(self, target: str) -> None:
-        """Write a consistent copy of the live database to ``target``.
+    async def latest_restore(self) -> Restore | None:
+        return await self._read(sqlite_restores.latest_restore)
+
+    async def save_reconcile_report(self, report: ReconcileReport) -> None:
+        await self._writer.submit(
+            "save_reconcile_report", lambda conn: sqlite_restores.save_report(conn, report)
+        )
+
+    async def reconcile_reports(self, epoch: str) -> list[ReconcileReport]:
+        return await self._read(lambda conn: sqlite_restores.reports(conn, epoch))
+
+    async def backup_to(self, target: str) -> int:
+        """Write a consistent copy of the live database to ``target``, stamped
+        with when it was taken; return that time (ms).
 
         SQLite's online backup API in one step: it reads one WAL snapshot, so
         the copy is a single point in time while writers go on (a step-wise
-        backup would restart whenever another connection writes).
+        backup would restart whenever another connection writes). The time is
+        read before the copy starts, so nothing in the copy is newer than its
+        stamp says history may be lost from; the stamp goes into the copy only.
         """
+        taken_at = now_ms()
 
         def copy() -> None:
             source = self._connect_reader(any_thread=True)
@@ -368,12 +388,15 @@ class SqliteStore:
                 dest = sqlite3.connect(target)
                 try:
                     source.backup(dest)
+                    with dest:
+                        sqlite_restores.stamp_backup(dest, taken_at)
                 finally:
                     dest.close()
             finally:
                 source.close()
 
         await asyncio.to_thread(copy)
+        return taken_at
 
     async def write_pragmas(self) -> dict[str, str | int]:
         """The settings in effect on the write connection (for diagnostics and tests)."""
