@@ -255,5 +255,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print(f"tidings: error: {message}", file=sys.stderr)
+    print(f"tidings: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_MISTAKE

@@ -101,9 +101,7 @@ async def restore_file(settings: Settings, live: Path, source: str) -> Outcome:
             keep_replaced(steps)
             checkpoint_live(steps)
         except NotAStore as exc:
-            raise OperatorError(
-                f"cannot restore from {source}: {exc}; nothing was changed"
-            ) from exc
+            raise OperatorError(f"cannot restore: {exc}; nothing was changed") from exc
         swap(steps)
     finally:
         _remove(steps.staged)
@@ -118,7 +116,7 @@ def stage(steps: Plan) -> None:
     wal = Path(str(steps.source) + "-wal")
     if wal.is_file() and wal.stat().st_size > 0:
         shutil.copyfile(wal, str(steps.staged) + "-wal")
-    inspect_store(steps.staged, integrity=True)
+    inspect_store(steps.staged, integrity=True, name=str(steps.source))
 
 
 async def stamp_epoch(settings: Settings, steps: Plan) -> Restore:

@@ -39,27 +39,29 @@ def check_sqlite_file(path: Path) -> None:
             raise NotAStore(f"{path} is not a SQLite database")
 
 
-def inspect_store(path: Path, *, integrity: bool = False) -> StoreInfo:
+def inspect_store(path: Path, *, integrity: bool = False, name: str = "") -> StoreInfo:
     """The schema version and epoch of the store at ``path``, or :class:`NotAStore`.
 
     Opens the file read-only. ``integrity`` also runs ``PRAGMA
     integrity_check``, which reads every page (a restore's source, not a
-    quick look at the live store).
+    quick look at the live store). ``name`` is what messages call the file
+    (a copy is inspected in the source's name).
     """
+    label = name or str(path)
     check_sqlite_file(path)
     try:
         conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise NotAStore(f"{path} cannot be opened: {exc}") from exc
+        raise NotAStore(f"{label} cannot be opened: {exc}") from exc
     try:
-        return _inspect(conn, path, integrity)
+        return _inspect(conn, label, integrity)
     except sqlite3.Error as exc:
-        raise NotAStore(f"{path} cannot be read as a Tidings store: {exc}") from exc
+        raise NotAStore(f"{label} cannot be read as a Tidings store: {exc}") from exc
     finally:
         conn.close()
 
 
-def _inspect(conn: sqlite3.Connection, path: Path, integrity: bool) -> StoreInfo:
+def _inspect(conn: sqlite3.Connection, path: str, integrity: bool) -> StoreInfo:
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if not tables >= _TIDINGS_TABLES:
         raise NotAStore(f"{path} is a SQLite database but not a Tidings store")
@@ -72,9 +74,10 @@ def _inspect(conn: sqlite3.Connection, path: Path, integrity: bool) -> StoreInfo
                 f" know (it knows versions 1-{max(known)}); use the Tidings release that wrote it"
             )
     if integrity:
-        problems = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
+        problems = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(3)")]
         if problems != ["ok"]:
-            raise NotAStore(f"{path} fails SQLite's integrity check: {'; '.join(problems)}")
+            found = " ".join(" ".join(problems).split())  # one line
+            raise NotAStore(f"{path} fails SQLite's integrity check: {found}")
     row = conn.execute("SELECT epoch FROM meta").fetchone()
     if row is None:
         raise NotAStore(f"{path} is a Tidings store without an epoch (never opened by a server)")
