@@ -74,7 +74,7 @@ class HttpApi:
                 NoParams,
                 LoginBody,
                 {200: schemas.LoginOut},
-                STORE | {E.UNAUTHORIZED},
+                STORE | {E.UNAUTHORIZED, E.FORBIDDEN},
                 auth=False,
             ),
             Route(
