@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import WAIT_S, _env, _free_port, tidings
+from tests.procs import free_port, spawn_server
+from tests.test_cli import WAIT_S, _env, tidings
 
 STEPS = ("stage", "stamp_epoch", "keep_replaced", "checkpoint_live", "swap")
 
@@ -154,25 +155,8 @@ async def test_a_restore_while_the_server_runs_is_refused(
     store_with_backup: tuple[Path, Path],
 ) -> None:
     data, backup = store_with_backup
-    port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tidings",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data),
-        env=_env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_server(data, free_port())
     try:
-        assert proc.stderr is not None
-        async with asyncio.timeout(WAIT_S):
-            while b"listening" not in await proc.stderr.readline():
-                pass
         line = await asyncio.to_thread(_refused, data, "--from", str(backup))
         assert "in use by a running `tidings serve`" in line
     finally:

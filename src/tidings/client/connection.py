@@ -370,19 +370,8 @@ class TidingsClient:
     async def ping(self, timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -> float:
         """Send ``ping`` and wait for ``pong``; returns the round trip in seconds."""
         self._check_usable()
-        request_id = self._protocol.ping()
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._request_waiters[request_id] = waiter
         started = time.monotonic()
-        try:
-            await self._flush()
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            self._protocol.forget_request(request_id)
-            raise RequestTimeoutError(f"no pong within {timeout}s") from None
-        finally:
-            self._request_waiters.pop(request_id, None)
+        await self._request(self._protocol.ping(), timeout, "pong")
         return time.monotonic() - started
 
     async def reconcile(
@@ -390,7 +379,10 @@ class TidingsClient:
     ) -> None:
         """Send a ``reconcile`` report and wait until the server has stored it."""
         self._check_usable()
-        request_id = self._protocol.reconcile(report)
+        await self._request(self._protocol.reconcile(report), timeout, "answer to reconcile")
+
+    async def _request(self, request_id: str, timeout: float, answer: str) -> None:
+        """Flush a request already written and wait for the reply that settles its id."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._request_waiters[request_id] = waiter
         try:
@@ -399,7 +391,7 @@ class TidingsClient:
                 await waiter
         except TimeoutError:
             self._protocol.forget_request(request_id)
-            raise RequestTimeoutError(f"no answer to reconcile within {timeout}s") from None
+            raise RequestTimeoutError(f"no {answer} within {timeout}s") from None
         finally:
             self._request_waiters.pop(request_id, None)
 
