@@ -99,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--jitter",
         choices=JITTER_MODES,
         default=DEFAULT_JITTER,
-        help="equal: uniform in [0.5d, 1.5d] (±50%%); full: [0, d]; none: d (default: %(default)s)",
+        help="for a nominal interval d, equal: uniform in [0.5d, 1.5d] (±50%%); "
+        "full: [0, d]; none: exactly d (default: %(default)s)",
     )
     storm.add_argument(
         "--first-attempt",
