@@ -31,7 +31,8 @@ JITTER_MODES: tuple[str, ...] = get_args(Jitter)
 FirstAttempt = Literal["immediate", "after-interval"]
 FIRST_ATTEMPT_MODES: tuple[str, ...] = get_args(FirstAttempt)
 
-# Issue 3's SDK defaults: base 1 s, factor 2, cap 60 s, ±50% jitter.
+# The client SDK's defaults (tidings.client.backoff): base 1 s, factor 2,
+# cap 60 s, ±50% jitter.
 DEFAULT_BASE_S = 1.0
 DEFAULT_FACTOR = 2.0
 DEFAULT_CAP_S = 60.0
