@@ -74,7 +74,8 @@ from tidings.faults.proxy import FaultPlan, FaultProxy
 SCENARIO = "chaos"
 TARGET = "tidings"
 
-# Scenario defaults (issue 6: the chaos test's shape, as a measurement).
+# Scenario defaults: the chaos test's shape (clients, messages, share of
+# connections cut), run as a measurement.
 CLIENTS = 50
 MESSAGES = 2000
 CUT_RATE = 0.1

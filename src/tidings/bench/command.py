@@ -8,8 +8,8 @@ invocation; with ``--repeat N`` the targets alternate (tidings, baseline,
 tidings, ...), so that slow drift of the machine affects both alike.
 
 Without ``--url`` the command starts its own servers on free loopback ports
-and stops them by PID at the end. Issue 2 asks for the figures, with date and
-machine, in docs/benchmarks.md.
+and stops them by PID at the end. Published figures, with date and machine,
+belong in docs/benchmarks.md.
 
 Which Tidings it measures:
 
@@ -54,7 +54,7 @@ TARGET_TIDINGS = "tidings"
 TARGET_CLUSTER = "tidings-cluster"
 TARGET_BASELINE = "baseline"
 
-# Scenario defaults, as issue 2 specifies them.
+# Scenario defaults: the published figures in docs/benchmarks.md use these.
 FANOUT_MEMBERS = 1000
 FANOUT_MESSAGES = 200
 FANOUT_RATE_PER_S = 20.0
@@ -82,37 +82,117 @@ HEADLINES: dict[str, tuple[str, str, bool]] = {
 }
 
 
+# What `tidings bench --help` shows (plain text; the module docstring above is
+# for developers).
+HELP = """\
+Measure a Tidings server under load, and compare it with a bare broadcast
+server (the baseline) measured in the same run on the same machine.
+
+Scenarios:
+  fanout        one sender posts to one big group; measures the time from a
+                send until the last member has the message
+  throughput    many 1:1 pairs send as fast as acks allow; measures messages
+                per second that were acknowledged and delivered
+  connections   many idle authenticated connections; measures server memory
+                (RSS) per connection and how fast connections open
+  restart-storm, chaos
+                a node restart under many clients, and clients through a
+                fault-injecting proxy (see their own --help)
+
+Output: one JSON object per line on stdout, one per target and run, then a
+short summary on stderr, so `> rows.jsonl` keeps only the JSON. Every row has
+"scenario", "target" (tidings, tidings-cluster or baseline), "run" and "date";
+a run that failed has "failed": true and "failure". The headline fields are
+"last_p95_ms" (fanout, lower is better), "msgs_per_s" (throughput, higher is
+better) and "rss_per_conn_kib" (connections, lower is better).
+
+The figures depend on the machine, so read them against the baseline: with
+--baseline the summary gives each Tidings median divided by the baseline
+median of the same run (for latency and memory, 2.0 means twice the
+baseline's). --repeat N alternates the targets so that drift affects both.
+
+Without --url the command starts its own servers on free local ports and
+stops them at the end. --store postgres or --cluster N run on PostgreSQL
+(and Redis for a cluster) in a fresh database, dropped at the end.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` (with one sub-command per scenario) to the ``tidings`` CLI."""
     bench = subparsers.add_parser(
         "bench",
         help="measure fan-out latency, throughput and memory per connection",
-        description=__doc__,
+        description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     scenarios = bench.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
 
-    fanout = scenarios.add_parser("fanout", help="one sender, one big group, send -> last member")
-    fanout.add_argument("--members", type=int, default=FANOUT_MEMBERS)
-    fanout.add_argument("--messages", type=int, default=FANOUT_MESSAGES)
-    fanout.add_argument("--rate", type=float, default=FANOUT_RATE_PER_S, help="messages/s")
-
-    throughput = scenarios.add_parser("throughput", help="1:1 pairs, acked-and-delivered msgs/s")
-    throughput.add_argument("--pairs", type=int, default=THROUGHPUT_PAIRS)
-    throughput.add_argument("--seconds", type=float, default=THROUGHPUT_SECONDS)
-    throughput.add_argument(
-        "--window", type=int, default=THROUGHPUT_WINDOW, help="sends in flight per sender"
+    fanout = scenarios.add_parser(
+        "fanout",
+        help="one sender, one big group, send -> last member",
+        description="One member of a group sends messages at a steady rate; each row gives "
+        "the time from a send until the last member received it (last_p95_ms and other "
+        "percentiles), delivered/expected counts and server CPU per delivery.",
+    )
+    fanout.add_argument(
+        "--members", type=int, default=FANOUT_MEMBERS, help="group members (default: %(default)s)"
+    )
+    fanout.add_argument(
+        "--messages", type=int, default=FANOUT_MESSAGES, help="messages sent (default: %(default)s)"
+    )
+    fanout.add_argument(
+        "--rate",
+        type=float,
+        default=FANOUT_RATE_PER_S,
+        help="messages per second (default: %(default)s)",
     )
 
-    connections = scenarios.add_parser("connections", help="idle authenticated connections")
-    connections.add_argument("--count", type=int, default=CONNECTIONS_COUNT)
+    throughput = scenarios.add_parser(
+        "throughput",
+        help="1:1 pairs, acked-and-delivered msgs/s",
+        description="Pairs of users send to each other for a fixed time; each row gives "
+        "msgs_per_s (acknowledged and delivered) and latency percentiles such as p99_ms.",
+    )
+    throughput.add_argument(
+        "--pairs", type=int, default=THROUGHPUT_PAIRS, help="sender pairs (default: %(default)s)"
+    )
+    throughput.add_argument(
+        "--seconds",
+        type=float,
+        default=THROUGHPUT_SECONDS,
+        help="how long to send (default: %(default)s)",
+    )
+    throughput.add_argument(
+        "--window",
+        type=int,
+        default=THROUGHPUT_WINDOW,
+        help="sends in flight per sender (default: %(default)s)",
+    )
+
+    connections = scenarios.add_parser(
+        "connections",
+        help="idle authenticated connections",
+        description="Opens many authenticated connections and leaves them idle; each row "
+        "gives rss_per_conn_kib (server memory per connection) and connect_per_s.",
+    )
     connections.add_argument(
-        "--users", type=int, default=CONNECTIONS_USERS, help="accounts the connections share"
+        "--count",
+        type=int,
+        default=CONNECTIONS_COUNT,
+        help="connections opened (default: %(default)s)",
+    )
+    connections.add_argument(
+        "--users",
+        type=int,
+        default=CONNECTIONS_USERS,
+        help="accounts the connections share (default: %(default)s)",
     )
 
     for parser in (fanout, throughput, connections):
         parser.add_argument(
-            "--baseline", action="store_true", help="also run against the bare baseline server"
+            "--baseline",
+            action="store_true",
+            help="also run against the bare baseline server, for ratios",
         )
         parser.add_argument(
             "--only-baseline", action="store_true", help="run against the baseline server only"
@@ -126,14 +206,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--pid",
             type=int,
             action="append",
-            help="PID of each --url node (same order), for CPU and RSS",
+            help="PID of each --url node (same order), for CPU and RSS (default: not measured)",
         )
         parser.add_argument(
             "--cluster",
             type=int,
             default=0,
             metavar="N",
-            help="start N nodes on a fresh PostgreSQL database and Redis, spread clients over them",
+            help="start N nodes on a fresh PostgreSQL database and Redis, spread clients "
+            "over them (default: %(default)s, one node)",
         )
         parser.add_argument(
             "--store",
@@ -143,12 +224,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument(
             "--postgres-url",
             default=DEFAULT_POSTGRES_ADMIN_URL,
-            help="PostgreSQL admin URL (a role that may CREATE and DROP DATABASE)",
+            help="PostgreSQL admin URL, a role that may CREATE and DROP DATABASE "
+            "(default: %(default)s)",
         )
-        parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis of the bus")
-        parser.add_argument("--baseline-url", help="a running baseline server")
-        parser.add_argument("--repeat", type=int, default=1, help="runs per target, interleaved")
-        parser.add_argument("--procs", type=int, default=DEFAULT_PROCS, help="load generators")
+        parser.add_argument(
+            "--redis-url", default=DEFAULT_REDIS_URL, help="Redis of the bus (default: %(default)s)"
+        )
+        parser.add_argument("--baseline-url", help="a running baseline server (default: start one)")
+        parser.add_argument(
+            "--repeat",
+            type=int,
+            default=1,
+            help="runs per target, interleaved (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--procs",
+            type=int,
+            default=DEFAULT_PROCS,
+            help="load-generator processes (default: %(default)s)",
+        )
         parser.set_defaults(func=run)
 
     add_storm_parser(scenarios)
@@ -320,7 +414,7 @@ def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m tidings.bench``) until the ``tidings`` CLI wires it in."""
+    """Stand-alone entry (``python -m tidings.bench``), the same as ``tidings bench``."""
     parser = argparse.ArgumentParser(prog="tidings")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])

@@ -47,7 +47,7 @@ Jitter = Literal["equal", "full", "none"]
 
 JITTER_MODES: tuple[Jitter, ...] = ("equal", "full", "none")
 
-# Issue 3's defaults. 1 s: a dropped mobile link usually comes back within a
+# The SDK's reconnect defaults. 1 s: a dropped mobile link usually comes back within a
 # second or two, so the first retry should be quick.
 DEFAULT_BASE_S = 1.0
 # Doubling reaches the cap in six steps (1, 2, 4, 8, 16, 32, 60).

@@ -109,10 +109,10 @@ from tidings.client.store import MessageStore
 
 # -- defaults, each with its reason ---------------------------------------------------
 
-# The seed's figure: a healthy server acks in milliseconds; 3 s without an
+# A healthy server acks in milliseconds; 3 s without an
 # ack on a live connection means the frame or its ack was lost.
 DEFAULT_ACK_TIMEOUT_S = 3.0
-# First send plus the seed's "retry up to 3 times"; then the app is told.
+# The first send plus up to 3 retries; then the app is told.
 DEFAULT_MAX_ATTEMPTS = 4
 # rate_limited/unavailable are the server pacing us, not failures; the bound
 # only stops an endless loop against a server that never recovers.
@@ -121,7 +121,7 @@ DEFAULT_MAX_DEFERRALS = 100
 # few round trips, few enough not to trip the per-user send rate at once.
 DEFAULT_MAX_IN_FLIGHT = 32
 # A connection that stayed up this long proves the path works: back off from
-# the start again next time (issue 3: "reset after a stable connection").
+# the start again next time (the backoff resets after a stable connection).
 DEFAULT_STABLE_AFTER_S = 30.0
 # Cumulative delivered acks: one frame per 50 messages or per half second
 # keeps the server's redelivery timer (seconds) far away while costing
@@ -153,7 +153,7 @@ ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 @dataclass(frozen=True)
 class ResilienceConfig:
-    """Tunables of :class:`ResilientCore`; the defaults are issue 3's."""
+    """Tunables of :class:`ResilientCore`; each default's reason is at its constant above."""
 
     ack_timeout: float = DEFAULT_ACK_TIMEOUT_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS

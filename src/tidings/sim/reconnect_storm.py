@@ -1,4 +1,4 @@
-"""Simulate when clients reconnect after a server restart (seed question 000, FM7).
+"""Simulate when clients reconnect after a server restart (the thundering herd, FM7).
 
 Why a simulator: the answers to "how many clients attempt in the first
 second" and "what range after k intervals" follow from the backoff formula,
@@ -10,8 +10,9 @@ The model:
 
 - At t = 0 the server restarts and every one of ``clients`` connections drops.
 - Each client makes its first attempt at t = 0 (``immediate``) or after one
-  jittered interval (``after-interval``); the seed question's answer to (a)
-  depends on which, so it is an explicit option, not a hidden assumption.
+  jittered interval (``after-interval``); how many clients attempt in the
+  first second depends on which, so it is an explicit option, not a hidden
+  assumption.
 - After a failed attempt a client waits its next jittered interval
   (:mod:`tidings.sim.schedule`) and tries again, until it succeeds.
 - Without ``accept_rate`` every attempt succeeds: the question is *when*

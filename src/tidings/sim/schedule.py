@@ -1,12 +1,12 @@
 """The reconnect backoff schedule as pure functions, and its closed-form bounds.
 
-Why a private copy: the SDK's seedable ``tidings.client.backoff.Backoff`` is
-being written at the same time; the simulator must not wait for it, and must
-not import a half-finished module. These functions take the uniform draw
-``u`` as an argument instead of holding a random generator, so that the
-simulator decides the draw order (which keeps runs reproducible) and the
-bounds are easy to test. Once ``Backoff`` exists the simulator should draw
-its intervals from it, so that what the tool shows is what clients do.
+A copy of the schedule of the SDK's seedable ``tidings.client.backoff.Backoff``
+(same formula and defaults); the simulator does not draw from ``Backoff``
+itself. These functions take the uniform draw ``u`` as an argument instead of
+holding a random generator, so that the simulator decides the draw order
+(which keeps runs reproducible) and the bounds are easy to test. Drawing the
+intervals from ``Backoff`` would make sure that what the tool shows is what
+clients do; until then, a change to one schedule must be made to both.
 
 The schedule, for interval ``k`` = 0, 1, 2, ...:
 
@@ -16,7 +16,7 @@ The schedule, for interval ``k`` = 0, 1, 2, ...:
 - ``none``: exactly ``d_k``.
 
 Note that AWS's "Equal Jitter" means ``[d/2, d]``; here ``equal`` is the
-issue's ±50%, centred on the nominal interval.
+±50% jitter, centred on the nominal interval.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ JITTER_MODES: tuple[str, ...] = get_args(Jitter)
 FirstAttempt = Literal["immediate", "after-interval"]
 FIRST_ATTEMPT_MODES: tuple[str, ...] = get_args(FirstAttempt)
 
-# Issue 3's SDK defaults: base 1 s, factor 2, cap 60 s, ±50% jitter.
+# The client SDK's defaults (tidings.client.backoff): base 1 s, factor 2,
+# cap 60 s, ±50% jitter.
 DEFAULT_BASE_S = 1.0
 DEFAULT_FACTOR = 2.0
 DEFAULT_CAP_S = 60.0
