@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.procs import free_port, spawn_server
+from tests.services_postgres import postgres_service as postgres_service  # the fixture
+from tests.services_postgres import postgres_url as postgres_url  # the fixture
 from tests.test_cli import WAIT_S, _env, tidings
 
 STEPS = ("stage", "stamp_epoch", "keep_replaced", "checkpoint_live", "swap")
@@ -216,3 +218,34 @@ def test_a_restore_killed_after_any_step_leaves_a_working_store(
     again = tidings("restore", "--from", str(backup), "--data-dir", str(data))
     assert again.returncode == 0, again.stderr
     assert _usernames(data) == ["alice"]
+
+
+async def test_restore_on_postgresql_is_refused_while_a_node_has_the_store_open(
+    postgres_url: str,
+) -> None:
+    from tidings.store.postgres import PostgresStore
+
+    node = PostgresStore.from_url(postgres_url)
+    await node.start()
+    try:
+        before = node.epoch
+        refused = await asyncio.to_thread(_restore_postgres, postgres_url)
+        assert refused.returncode == 1
+        [line] = refused.stderr.splitlines()
+        assert "in use by running nodes" in line
+    finally:
+        await node.close()
+    done = await asyncio.to_thread(_restore_postgres, postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["previous_epoch"] == before
+
+
+def _restore_postgres(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidings", "restore"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env={**_env(), "TIDINGS_STORE": url},
+        check=False,
+    )

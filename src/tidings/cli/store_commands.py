@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from tidings.cli.errors import OperatorError
+from tidings.cli.errors import OperatorError, redact
 from tidings.cli.locations import require_existing, sqlite_path
 from tidings.cli.restore import exclusive_lock, restore_file
 from tidings.cli.store_access import using_store
@@ -76,10 +76,12 @@ async def _mark_restored(settings: Settings, live: Path | None) -> int:
     """After a backup was put in place by other means (pg_restore, a file copy)."""
     from tidings.ops.restores import mark_restored
 
+    # Refused while a server runs: it would go on announcing the old epoch.
     if live is not None:
         require_existing(settings)
-        # Refused while a server runs: it would go on announcing the old epoch.
         exclusive_lock(live).release()
+    else:
+        await _require_no_nodes(settings.store_url)
     async with using_store(settings) as store:
         restore = await mark_restored(store)
     print(msgspec.json.encode(restore).decode())
@@ -96,3 +98,14 @@ async def restore_report(args: argparse.Namespace, settings: Settings) -> int:
         raise OperatorError("this store was never restored; there is nothing to report")
     print(msgspec.json.encode(report).decode() if args.json else render_text(report))
     return 0
+
+
+async def _require_no_nodes(url: str) -> None:
+    from tidings.store.postgres import CONNECT_TIMEOUT_S
+    from tidings.store.postgres_lock import nobody_else
+
+    if not await nobody_else(url, CONNECT_TIMEOUT_S):
+        raise OperatorError(
+            f"the store {redact(url)} is in use by running nodes (or another tidings"
+            " command); stop them first; nothing was changed"
+        )

@@ -122,7 +122,7 @@ from tidings.core.models import (
     Role,
     User,
 )
-from tidings.store import postgres_restores
+from tidings.store import postgres_lock, postgres_restores
 from tidings.store.postgres_batches import (
     APPEND_BATCH_MAX,
     CURSOR_BATCH_MAX,
@@ -454,6 +454,7 @@ class PostgresStore:
         self._acquire_timeout_s = acquire_timeout_s
         self._statement_timeout_ms = statement_timeout_ms
         self._pool: Any = None
+        self._users: Any = None  # holds postgres_lock.USERS_LOCK while the store is open
         self._epoch = ""
         self._mark_in_flight: asyncio.Future[int] | None = None
         self._loop = LoopRef()  # one future per append and per cursor move
@@ -496,6 +497,7 @@ class PostgresStore:
         try:
             async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
                 self._epoch = await migrate(conn)
+            self._users = await postgres_lock.hold_shared(self._url, CONNECT_TIMEOUT_S)
         except Exception as exc:
             await self._close_pool(pool)
             raise translate(exc) from exc
@@ -519,6 +521,10 @@ class PostgresStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             await self._close_pool(pool)
+        users, self._users = self._users, None
+        if users is not None:
+            with contextlib.suppress(*CLOSE_ERRORS):
+                await users.close(timeout=CLOSE_TIMEOUT_S)
 
     @staticmethod
     async def _close_pool(pool: Any) -> None:
