@@ -149,7 +149,18 @@ def test_version_and_help_speak_to_users() -> None:
     version = _run({}, ["--version"])
     assert version.returncode == 0
     assert version.stdout.startswith("tidings ")
-    for args in (["--help"], ["serve", "--help"], ["restore", "--help"], ["user", "add", "-h"]):
+    helps = (
+        ["--help"],
+        ["serve", "--help"],
+        ["restore", "--help"],
+        ["user", "add", "-h"],
+        ["bench", "--help"],
+        ["bench", "fanout", "--help"],
+        ["bench", "restart-storm", "--help"],
+        ["bench", "chaos", "--help"],
+        ["sim", "reconnect-storm", "--help"],
+    )
+    for args in helps:
         shown = _run({}, args)
         assert shown.returncode == 0, args
         for internal in ("``", ":class:", "Issue ", "FM7", "shared/"):

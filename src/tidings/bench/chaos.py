@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from tidings.bench.help import HelpFormatter
 from tidings.bench.provision import Account, Provisioner
 from tidings.bench.servers import Server, cpu_seconds, start_tidings, wait_ready
 from tidings.client import (
@@ -161,10 +162,28 @@ def register_chaos(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser = subparsers.add_parser(
         SCENARIO,
         help="resilient clients through the fault proxy: first-attempt and final delivery",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=HELP,
+        formatter_class=HelpFormatter,
     )
     add_arguments(parser)
+
+
+HELP = """\
+The resilient SDK through a network that breaks, measured.
+
+--clients users in direct pairs and groups of up to ten, each a
+ResilientClient with the SDK's default settings, talk to a server through a
+fault proxy that cuts links mid-stream (--cut-rate: the chance that a link is
+cut after a random number of bytes, as a mobile hand-over does), stalls others
+without a FIN (--stall-rate: a dead radio under a live socket, found only by
+heartbeats) and delays every chunk (--delay-ms plus up to --jitter-ms). The
+--messages sends are paced over --seconds. Then the network heals and the
+clients converge on the server's history, both phases bounded by --timeout.
+
+One JSON row on stdout, a summary on stderr: first_attempt_success (sends
+acknowledged on their first transmission / sends) and final_delivery_rate
+((recipient, message) pairs held after convergence / expected pairs).
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 
 from tidings.bench.cluster import DEFAULT_POSTGRES_ADMIN_URL, DEFAULT_REDIS_URL, Cluster
+from tidings.bench.help import HelpFormatter
 from tidings.bench.provision import Account, Provisioner
 from tidings.bench.runner import percentile, start_workers
 from tidings.bench.storm_cluster import (
@@ -106,24 +107,53 @@ HTTP_TIMEOUT_S = 30.0
 TIMELINE_MAX_S = 600
 
 
+HELP = """\
+Restart one node of a cluster under N clients, and measure the recovery.
+
+N clients connect to --nodes nodes on this machine (PostgreSQL and Redis,
+admission control at --handshake-rate and --handshake-concurrency per node),
+which share one port with SO_REUSEPORT (--front reuseport) or sit behind
+balancer processes (--front balancer); a few of them chat in groups. Then one
+node is killed (--mode kill: kill -9, then started again on the same port) or
+drained (--mode drain: SIGTERM; it tells its clients to reconnect over its
+drain window, then it is started again). Its clients reconnect with the SDK's
+default backoff (--backoff default) or at once and every 100 ms (--backoff
+none); --backoff default,none runs both on the same cluster.
+
+Measured from the kill or the SIGTERM: reconnect attempts, handshakes, 503s
+and failures per second; when 99% and 100% of the affected clients were back
+and synced; handshake latency; and messages lost (every acknowledged message
+must be in the server's history and in every chatter's store after its final
+sync). One JSON row per run on stdout, a summary on stderr; --plot PATH draws
+the attempts per second of every run on one PNG.
+"""
+
+
 def add_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``restart-storm`` under ``tidings bench``."""
     p = scenarios.add_parser(
         SCENARIO,
         help="restart one node of a cluster under N clients; reconnects/s, time until back",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=HELP,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
-    p.add_argument("--nodes", type=int, default=DEFAULT_NODES)
+    p.add_argument("--clients", type=int, default=DEFAULT_CLIENTS, help="connected clients")
+    p.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="cluster nodes")
     p.add_argument("--mode", default="kill", help="kill, drain, or both: kill,drain")
     p.add_argument("--backoff", default=BACKOFF_DEFAULT, help="default, none, or default,none")
     p.add_argument("--backoff-base", type=float, default=1.0, help="first interval (s)")
-    p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="observation window")
+    p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="observation window (s)")
     p.add_argument("--plot", help="PNG of reconnect attempts per second (matplotlib)")
-    p.add_argument("--handshake-rate", type=float, default=DEFAULT_HANDSHAKE_RATE)
-    p.add_argument("--handshake-burst", type=int, default=DEFAULT_HANDSHAKE_BURST)
-    p.add_argument("--handshake-concurrency", type=int, default=DEFAULT_HANDSHAKE_CONCURRENCY)
+    p.add_argument(
+        "--handshake-rate", type=float, default=DEFAULT_HANDSHAKE_RATE, help="per node, per s"
+    )
+    p.add_argument("--handshake-burst", type=int, default=DEFAULT_HANDSHAKE_BURST, help="per node")
+    p.add_argument(
+        "--handshake-concurrency",
+        type=int,
+        default=DEFAULT_HANDSHAKE_CONCURRENCY,
+        help="handshakes in progress per node",
+    )
     p.add_argument(
         "--front",
         choices=(FRONT_REUSEPORT, FRONT_BALANCER),
@@ -131,13 +161,22 @@ def add_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="how clients reach the nodes: one SO_REUSEPORT port, or balancer processes",
     )
     p.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="chatting groups")
-    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE)
-    p.add_argument("--chat-interval", type=float, default=DEFAULT_CHAT_INTERVAL_S)
-    p.add_argument("--idle-users", type=int, default=DEFAULT_IDLE_USERS)
+    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, help="members each")
+    p.add_argument(
+        "--chat-interval",
+        type=float,
+        default=DEFAULT_CHAT_INTERVAL_S,
+        help="seconds between a chatter's sends",
+    )
+    p.add_argument(
+        "--idle-users", type=int, default=DEFAULT_IDLE_USERS, help="accounts of the idle clients"
+    )
     p.add_argument("--procs", type=int, default=DEFAULT_PROCS, help="load generators")
-    p.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL)
-    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL, help="admin URL (a database is made)"
+    )
+    p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="the bus and presence")
+    p.add_argument("--seed", type=int, default=1, help="replayable randomness")
     p.set_defaults(func=run)
 
 
