@@ -10,11 +10,16 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-STAMP="$VENV/.installed-$(basename "$LOCK")-$(cat "$LOCK" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+STAMP="$VENV/.installed-$(basename "$LOCK")-$(cat "$LOCK" "$ROOT/pyproject.toml" "$ROOT/sdk/python/pyproject.toml" "$ROOT/tools/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$LOCK"
   "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
+  if [ "$(basename "$LOCK")" = requirements-dev.lock ]; then
+    # The SDK and the development tools are distributions of their own
+    # (sdk/python, tools); the tests and `tidings bench` / `tidings sim` use them.
+    "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT/sdk/python" -e "$ROOT/tools"
+  fi
   touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

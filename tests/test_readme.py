@@ -22,7 +22,17 @@ def _python_block() -> str:
     return str(blocks[0])
 
 
-async def test_readme_python_tour(tidings_server: RunningServer) -> None:
+EXPECTED_OUTPUT = ["1 {'text': 'hello bob'}", "stored as seq 2"]
+"""What the tour prints against a server prepared by :func:`prepare_tour`."""
+
+
+def tour_code(port: int) -> str:
+    """The README's Python block, aimed at a test server's port."""
+    return _python_block().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+
+
+async def prepare_tour(tidings_server: RunningServer) -> None:
+    """The accounts and first message the README's curl commands create."""
     async with aiohttp.ClientSession() as session:
         http = Http(session, tidings_server.http_url)
         for name, password in (("alice", "alice-secret"), ("bob", "bob-secret!")):
@@ -48,8 +58,10 @@ async def test_readme_python_tour(tidings_server: RunningServer) -> None:
         )
         assert status == 201
 
-    code = _python_block().replace("127.0.0.1:8080", f"127.0.0.1:{tidings_server.port}")
-    code = code.replace("asyncio.run(main())", "")
+
+async def test_readme_python_tour(tidings_server: RunningServer) -> None:
+    await prepare_tour(tidings_server)
+    code = tour_code(tidings_server.port).replace("asyncio.run(main())", "")
     namespace: dict[str, object] = {}
     exec(compile(code, str(README), "exec"), namespace)
     out = io.StringIO()
@@ -57,4 +69,4 @@ async def test_readme_python_tour(tidings_server: RunningServer) -> None:
     assert callable(main)
     with contextlib.redirect_stdout(out):
         await asyncio.wait_for(main(), 30)
-    assert out.getvalue().splitlines() == ["1 {'text': 'hello bob'}", "stored as seq 2"]
+    assert out.getvalue().splitlines() == EXPECTED_OUTPUT

@@ -6,7 +6,9 @@ The package is laid out by capability, with dependencies pointing inward:
 - ``tidings.store`` / ``tidings.bus``: backend protocols and their implementations.
 - ``tidings.gateway`` (WebSocket) and ``tidings.http`` (REST): the transports.
 - ``tidings.app``: the composition root that wires them together.
-- ``tidings.client``: the asyncio client SDK; ``tidings.cli``: the ``tidings`` command.
+- ``tidings.cli``: the ``tidings`` command. The client SDK (``tidings_client``, in
+  ``sdk/python``) and the development tools (``tidings_tools``, in ``tools``) are
+  distributions of their own: the server imports neither.
 """
 
 __version__ = "0.1.0"

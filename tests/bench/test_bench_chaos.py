@@ -31,7 +31,7 @@ FIELDS = {
 
 
 def _run(*extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tidings.bench.chaos", *extra]
+    command = [sys.executable, "-m", "tidings_tools.bench.chaos", *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 

@@ -47,7 +47,7 @@ async def test_fanout_across_two_nodes(postgres_service: PostgresService) -> Non
     bus_url = redis_url()
     before = await _bench_databases(admin_url)
     command = [
-        *(sys.executable, "-m", "tidings.bench", "fanout", "--cluster", str(NODES)),
+        *(sys.executable, "-m", "tidings_tools.bench", "fanout", "--cluster", str(NODES)),
         *("--members", str(MEMBERS), "--messages", str(MESSAGES), "--procs", "1"),
         *("--postgres-url", admin_url, "--redis-url", bus_url),
     ]

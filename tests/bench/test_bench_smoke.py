@@ -36,7 +36,7 @@ SCENARIOS: dict[str, tuple[list[str], set[str]]] = {
 
 
 def _rows(scenario: str, extra: list[str]) -> list[dict[str, object]]:
-    command = [sys.executable, "-m", "tidings.bench", scenario, "--only-baseline", *extra]
+    command = [sys.executable, "-m", "tidings_tools.bench", scenario, "--only-baseline", *extra]
     done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     assert f"tidings bench {scenario}" in done.stderr  # the human summary

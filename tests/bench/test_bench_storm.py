@@ -31,7 +31,7 @@ async def test_restart_storm_kill_smoke(postgres_service: PostgresService) -> No
     admin_url = await postgres_service.resolve()
     bus_url = redis_url()
     command = [
-        *(sys.executable, "-m", "tidings.bench", "restart-storm"),
+        *(sys.executable, "-m", "tidings_tools.bench", "restart-storm"),
         *("--clients", str(CLIENTS), "--nodes", str(NODES), "--mode", "kill"),
         *("--backoff", "default", "--backoff-base", "0.1", "--seconds", "10"),
         *("--groups", "2", "--group-size", "3", "--procs", "1"),

@@ -18,8 +18,8 @@ import time
 import pytest
 import uvloop
 
-from tidings.bench import command
-from tidings.bench.loadgen import sleep_until
+from tidings_tools.bench import command
+from tidings_tools.bench.loadgen import sleep_until
 
 # Sleeps per check, and the range of their lengths (ns): short, as the
 # fan-out sender's are, where a millisecond of rounding matters most.

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from tests.conftest import ServerFactory
 from tests.wire import WAIT_S, Http
-from tidings.bench.wsclient import HandshakeRefused, LeanWebSocket, SourcePorts, connect
+from tidings_tools.bench.wsclient import HandshakeRefused, LeanWebSocket, SourcePorts, connect
 
 
 async def receive_json(ws: LeanWebSocket) -> dict[str, object]:

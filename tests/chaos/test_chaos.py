@@ -19,9 +19,9 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.wire import Account, Http
-from tidings.client import ResilienceConfig, ResilientClient
-from tidings.client.resilience import MessageSent, SendFailed
-from tidings.faults.proxy import FaultPlan, FaultProxy
+from tidings_client import ResilienceConfig, ResilientClient
+from tidings_client.resilience import MessageSent, SendFailed
+from tidings_tools.faults.proxy import FaultPlan, FaultProxy
 
 USERS = 50
 GROUP_SIZE = 10

@@ -17,9 +17,9 @@ import aiohttp
 from tests.conftest import make_settings, start_server
 from tests.procs import free_port, run_tidings, spawn_server
 from tests.wire import Http
-from tidings.client import ResilienceConfig, ResilientClient
-from tidings.client.resilience import EpochChanged, MessageSent
-from tidings.faults.proxy import FaultPlan, FaultProxy
+from tidings_client import ResilienceConfig, ResilientClient
+from tidings_client.resilience import EpochChanged, MessageSent
+from tidings_tools.faults.proxy import FaultPlan, FaultProxy
 
 WAIT_S = 30.0
 FAST = ResilienceConfig(

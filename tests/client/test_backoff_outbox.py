@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.client import (
+from tidings_client import (
     Backoff,
     Jitter,
     Outbox,
@@ -15,7 +15,7 @@ from tidings.client import (
     cumulative_bounds,
     interval_bounds,
 )
-from tidings.client.backoff import nominal_interval
+from tidings_client.backoff import nominal_interval
 
 MODES: tuple[Jitter, ...] = ("equal", "full", "none")
 # Draws per interval when checking bounds: enough to hit both ends' neighbourhoods.

@@ -12,7 +12,7 @@ from typing import TypeVar
 import pytest
 
 from tests.conftest import RunningServer, ServerFactory
-from tidings.client import (
+from tidings_client import (
     ClientEvent,
     ConnectionClosedError,
     Message,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestServer
 
-from tidings.client import (
+from tidings_client import (
     ConnectionClosedError,
     Message,
     ProtocolViolation,

@@ -28,7 +28,7 @@ from tests.client.test_resilient_e2e import FAST, WAIT_S
 from tests.conftest import RunningServer, make_settings, start_server
 from tests.procs import node_env
 from tests.wire import Account, Http, poll
-from tidings.client import (
+from tidings_client import (
     AppEvent,
     EpochChanged,
     MessageSent,

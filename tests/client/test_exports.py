@@ -1,20 +1,20 @@
-"""The public surface of tidings.client is exactly ``__all__``."""
+"""The public surface of tidings_client is exactly ``__all__``."""
 
 from __future__ import annotations
 
-import tidings.client
+import tidings_client
 
 
 def test_all_names_exist_and_are_sorted() -> None:
-    for name in tidings.client.__all__:
-        assert hasattr(tidings.client, name), name
-    assert list(tidings.client.__all__) == sorted(tidings.client.__all__)
+    for name in tidings_client.__all__:
+        assert hasattr(tidings_client, name), name
+    assert list(tidings_client.__all__) == sorted(tidings_client.__all__)
 
 
 def test_every_public_class_is_exported() -> None:
     public = {
         name
-        for name, value in vars(tidings.client).items()
+        for name, value in vars(tidings_client).items()
         if not name.startswith("_") and isinstance(value, type)
     }
-    assert public <= set(tidings.client.__all__)
+    assert public <= set(tidings_client.__all__)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings.client import (
+from tidings_client import (
     Ack,
     ClientProtocol,
     Closed,
@@ -30,14 +30,14 @@ from tidings.client import (
     UnknownFrame,
     Welcome,
 )
-from tidings.client.frames import (
+from tidings_client.frames import (
     Notice,
     Pong,
     ReconcileConversation,
     Reconciled,
     ReconcileRequest,
 )
-from tidings.client.protocol import TRANSITIONS, Trigger, state_diagram
+from tidings_client.protocol import TRANSITIONS, Trigger, state_diagram
 
 WELCOME: dict[str, object] = {
     "type": "welcome",

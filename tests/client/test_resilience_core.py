@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.client import (
+from tidings_client import (
     Ack,
     Backoff,
     Connect,
@@ -37,7 +37,7 @@ from tidings.client import (
     Transmit,
     Welcome,
 )
-from tidings.client.resilience import Command, ResilientEvent
+from tidings_client.resilience import Command, ResilientEvent
 
 ME = "u-me"
 BOB = "u-bob"

@@ -14,7 +14,7 @@ from typing import TypeVar
 import pytest
 
 from tests.conftest import RunningServer, make_settings, start_server
-from tidings.client import (
+from tidings_client import (
     AppEvent,
     Message,
     MessageSent,

@@ -8,8 +8,8 @@ import aiohttp
 
 from tests.conftest import ServerFactory
 from tests.wire import Http
-from tidings.client import TidingsClient
-from tidings.client.frames import Typing
+from tidings_client import TidingsClient
+from tidings_client.frames import Typing
 
 TTL_MS = 600
 WAIT_S = 10.0

@@ -9,9 +9,9 @@ import aiohttp
 
 from tests.cluster.support import Cluster, history
 from tests.wire import Http, poll
-from tidings.client import ResilienceConfig, ResilientClient
-from tidings.client.resilience import MessageSent, SendFailed
-from tidings.faults.balancer import Balancer
+from tidings_client import ResilienceConfig, ResilientClient
+from tidings_client.resilience import MessageSent, SendFailed
+from tidings_tools.faults.balancer import Balancer
 
 USERS = 12  # four per node
 PER_USER = 15

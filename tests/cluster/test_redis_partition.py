@@ -20,7 +20,7 @@ import aiohttp
 
 from tests.cluster.support import Cluster, Peer, close_all, history, readyz, until_status
 from tests.wire import Http
-from tidings.faults.proxy import FaultProxy
+from tidings_tools.faults.proxy import FaultProxy
 
 PER_NODE = 3  # members connected to each node
 BEFORE, DURING, AFTER = 2, 5, 2  # messages per sender before, during and after the cut

@@ -18,7 +18,7 @@ import aiohttp
 
 from tests.cluster.support import Cluster, Peer, close_all, history, readyz, until_status
 from tests.wire import Http
-from tidings.faults.proxy import FaultProxy
+from tidings_tools.faults.proxy import FaultProxy
 
 UNAVAILABLE_WITHIN_S = 10.0  # the store's own bound is ~7 s; a refused connect is instant
 RECOVER_S = 15.0

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tidings.faults.proxy import FaultPlan, FaultProxy
+from tidings_tools.faults.proxy import FaultPlan, FaultProxy
 
 WAIT_S = 5.0
 

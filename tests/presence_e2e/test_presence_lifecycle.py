@@ -23,7 +23,7 @@ from tests.presence_e2e.support import (
     wait_presence,
 )
 from tests.wire import Http, Raw
-from tidings.faults.proxy import FaultProxy
+from tidings_tools.faults.proxy import FaultProxy
 
 # Long enough that no connection of the multi-device test needs a keepalive.
 SLOW_HEARTBEAT_MS = 10_000

@@ -29,7 +29,7 @@ from tests.services_redis import (
     unique_prefix,
 )
 from tests.wire import Http, Raw
-from tidings.faults.proxy import FaultProxy
+from tidings_tools.faults.proxy import FaultProxy
 
 PRESENCE_TIMINGS: dict[str, Any] = {
     "presence_grace_ms": 500,

@@ -12,9 +12,9 @@ import aiohttp
 from tests.conftest import ServerFactory
 from tests.presence_e2e.support import FAST, GRACE_MS, TYPING_TTL_MS
 from tests.wire import WAIT_S, Http
-from tidings.client import Message, Presence, Receipt, TidingsClient, Typing
-from tidings.client.connection import ClientEvent
-from tidings.client.errors import RequestTimeoutError
+from tidings_client import Message, Presence, Receipt, TidingsClient, Typing
+from tidings_client.connection import ClientEvent
+from tidings_client.errors import RequestTimeoutError
 
 E = TypeVar("E", Message, Presence, Receipt, Typing)
 

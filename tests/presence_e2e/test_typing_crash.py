@@ -31,7 +31,7 @@ from tests.presence_e2e.support import (
     quiet,
 )
 from tests.wire import Account, Http, Raw
-from tidings.faults.proxy import FaultProxy
+from tidings_tools.faults.proxy import FaultProxy
 
 
 async def _setup(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tidings.sim.command import main
-from tidings.sim.reconnect_storm import (
+from tidings_tools.sim.command import main
+from tidings_tools.sim.reconnect_storm import (
     CSV_COLUMNS,
     RANGE_INTERVALS,
     StormConfig,
@@ -26,7 +26,7 @@ from tidings.sim.reconnect_storm import (
     simulate,
     write_csv,
 )
-from tidings.sim.schedule import (
+from tidings_tools.sim.schedule import (
     BackoffPolicy,
     FirstAttempt,
     Jitter,
@@ -183,7 +183,7 @@ def test_csv_has_one_row_per_bucket_and_scenario() -> None:
 
 
 def test_cli_writes_csv_to_stdout_and_summary_to_stderr() -> None:
-    command = [sys.executable, "-m", "tidings.sim", "reconnect-storm", "--clients", "2000"]
+    command = [sys.executable, "-m", "tidings_tools.sim", "reconnect-storm", "--clients", "2000"]
     done = subprocess.run(
         [*command, "--csv", "-"], capture_output=True, text=True, timeout=CLI_TIMEOUT_S
     )

@@ -192,12 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--creator", required=True, help="username of the creator (an admin)")
     create.add_argument("members", nargs="+", help="usernames of the other members")
 
-    from tidings.bench.command import register as register_bench
-    from tidings.sim.command import register as register_sim
+    _register_tools(sub)
+    return parser
 
+
+def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bench`` and ``sim`` live in the tools distribution (``tools/``), which a
+    development install has and a production install does not need."""
+    try:
+        from tidings_tools.bench.command import register as register_bench
+        from tidings_tools.sim.command import register as register_sim
+    except ImportError:
+        return
     register_bench(sub)
     register_sim(sub)
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
