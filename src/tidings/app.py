@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tidings.bus.base import Bus
 from tidings.bus.memory import MemoryBus
 from tidings.core.auth import AuthService
 from tidings.core.errors import TidingsError
 from tidings.core.membership import MemberCache
+from tidings.core.ports.bus import Bus
+from tidings.core.ports.presence import PresenceStore
+from tidings.core.ports.store import Store
 from tidings.core.service import ChatService
 from tidings.gateway.fanout import Fanout
 from tidings.gateway.presence import PresenceHub
@@ -33,10 +35,8 @@ from tidings.http.ops import ops_routes
 from tidings.http.respond import CATCH_ALL, guarded, no_such_route
 from tidings.http.routes import Binder
 from tidings.observability.metrics import Metrics
-from tidings.presence.base import PresenceStore
 from tidings.presence.memory import MemoryPresence
 from tidings.settings import REDIS_SCHEMES, Settings
-from tidings.store.base import Store
 
 log = logging.getLogger("tidings.app")
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tidings.bus.base import Bus
 from tidings.bus.memory import MemoryBus, MemoryHub
+from tidings.core.ports.bus import Bus
 
 NodesFactory = Callable[[int], Awaitable[list[Bus]]]
 

@@ -1,11 +1,11 @@
-"""The bus contract (tidings.bus.base), run against every backend."""
+"""The bus contract (tidings.core.ports.bus), run against every backend."""
 
 from __future__ import annotations
 
 import asyncio
 
 from tests.bus.conftest import NodesFactory
-from tidings.bus.base import Bus
+from tidings.core.ports.bus import Bus
 
 WAIT_S = 5.0
 

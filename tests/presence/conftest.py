@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tidings.presence.base import PresenceStore
+from tidings.core.ports.presence import PresenceStore
 from tidings.presence.memory import MemoryPresence
 
 # Where the fake clock starts: a realistic epoch-ms value, so that nothing

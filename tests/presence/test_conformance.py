@@ -1,4 +1,4 @@
-"""The presence contract (tidings.presence.base), run against every backend.
+"""The presence contract (tidings.core.ports.presence), run against every backend.
 
 Time: the memory backend's clock is moved by hand; Redis really waits. So
 that no assert depends on the machine being fast, every check is one of:
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from tests.presence.conftest import Harness
-from tidings.presence.base import LAST_SEEN_TTL_S, Presence, Typing
+from tidings.core.ports.presence import LAST_SEEN_TTL_S, Presence, Typing
 
 # Long enough never to expire during a test, even on a stalled CI machine.
 LONG_S = 60.0

@@ -4,7 +4,7 @@ observe any more, so a long-running single node does not grow without end."""
 from __future__ import annotations
 
 from tests.presence.conftest import FakeClock
-from tidings.presence.base import LAST_SEEN_TTL_S, Presence
+from tidings.core.ports.presence import LAST_SEEN_TTL_S, Presence
 from tidings.presence.memory import SWEEP_INTERVAL_MS, MemoryPresence
 
 

@@ -26,7 +26,7 @@ from tests.services_redis import (
     unique_prefix,
 )
 from tidings.core.errors import ErrorCode, TidingsError
-from tidings.presence.base import LAST_SEEN_TTL_S, Presence
+from tidings.core.ports.presence import LAST_SEEN_TTL_S, Presence
 from tidings.presence.redis import OP_TIMEOUT_S, RedisPresence
 
 # Anything that must happen "soon" after Redis is back (one DOWN_RETRY_S

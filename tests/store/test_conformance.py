@@ -1,6 +1,6 @@
 """The store conformance suite: every ``Store`` backend passes it unchanged.
 
-Tests talk only to the ``Store`` protocol (``tidings.store.base``) through the
+Tests talk only to the ``Store`` protocol (``tidings.core.ports.store``) through the
 ``store`` / ``open_store`` fixtures of ``conftest.py``, which run each test on
 every registered backend with a fresh, empty database. Concurrency tests fire
 many coroutines at once and check invariants (gap-free seqs, one copy per
@@ -29,7 +29,7 @@ from tidings.core.models import (
     Role,
     User,
 )
-from tidings.store.base import Store
+from tidings.core.ports.store import Store
 
 StoreOpener = Callable[[], Awaitable[Store]]
 
@@ -547,7 +547,7 @@ async def test_cursors_follow_a_burst_as_if_sent_one_by_one(store: Store) -> Non
 
 
 async def test_appends_take_seqs_in_call_order(store: Store) -> None:
-    """The call-order contract the gateway relies on (store/base.py): appends
+    """The call-order contract the gateway relies on (core/ports/store.py): appends
     started one after another, each in its own task as the gateway answers a
     burst of sends, get seqs in that order, whether they commit together or
     in several batches."""

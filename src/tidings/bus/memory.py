@@ -8,7 +8,7 @@ one process.
 
 from __future__ import annotations
 
-from tidings.bus.base import GapHandler, Handler
+from tidings.core.ports.bus import GapHandler, Handler
 
 
 class MemoryHub:

@@ -44,8 +44,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
-from tidings.bus.base import GapHandler, Handler
 from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.ports.bus import GapHandler, Handler
 
 log = logging.getLogger("tidings.bus.redis")
 
@@ -108,7 +108,7 @@ class _ConnectionLost(Exception):
 
 
 class RedisBus:
-    """A :class:`~tidings.bus.base.Bus` on Redis pub/sub (see the module doc)."""
+    """A :class:`~tidings.core.ports.bus.Bus` on Redis pub/sub (see the module doc)."""
 
     def __init__(
         self,

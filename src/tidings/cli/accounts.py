@@ -21,8 +21,8 @@ from tidings.core.auth import AuthService, check_password, check_username
 from tidings.core.errors import TidingsError
 from tidings.core.ids import now_ms
 from tidings.core.models import Account, User
+from tidings.core.ports.store import Store
 from tidings.settings import Settings
-from tidings.store.base import Store
 
 PASSWORD_ENV = "TIDINGS_NEW_PASSWORD"
 LIST_PAGE = 500

@@ -22,7 +22,7 @@ from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.frames import Password, Username
 from tidings.core.ids import now_ms
 from tidings.core.models import Device, User
-from tidings.store.base import Store
+from tidings.core.ports.store import Store
 
 TOKEN_PREFIX = "tdg_"
 # 32 random bytes: guessing a live token is out of reach.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from tidings.store.base import Store
+from tidings.core.ports.store import Store
 
 
 class MemberCache:

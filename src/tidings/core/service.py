@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from tidings.bus.base import Bus
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import (
     BusEvent,
@@ -44,9 +43,10 @@ from tidings.core.models import (
     NewMessage,
     Role,
 )
+from tidings.core.ports.bus import Bus
+from tidings.core.ports.store import Store
 from tidings.core.ratelimit import KeyedRateLimiter
 from tidings.settings import Settings
-from tidings.store.base import Store
 
 log = logging.getLogger("tidings.messages")
 

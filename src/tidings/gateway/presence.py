@@ -26,16 +26,16 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from tidings.bus.base import Bus
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import TypingEvent, conversation_topic, encode_event
 from tidings.core.frames import PresenceOut, TypingOut, encode
 from tidings.core.membership import MemberCache
+from tidings.core.ports.bus import Bus
+from tidings.core.ports.presence import Presence, PresenceStore, UserStatus
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.wsframe import text_frame
 from tidings.observability.metrics import Metrics
-from tidings.presence.base import Presence, PresenceStore, UserStatus
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.presence")

@@ -17,10 +17,10 @@ import logging
 import time
 
 from tidings.core.frames import ReceiptSummary, encode
+from tidings.core.ports.store import Store
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.wsframe import text_frame
 from tidings.observability.metrics import Metrics
-from tidings.store.base import Store
 
 log = logging.getLogger("tidings.receipts")
 

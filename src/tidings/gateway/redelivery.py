@@ -18,11 +18,11 @@ import logging
 import time
 from collections.abc import Iterable
 
+from tidings.core.ports.store import Store
 from tidings.core.service import msg_frame
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.wsframe import text_frame
 from tidings.observability.metrics import Metrics
-from tidings.store.base import Store
 
 log = logging.getLogger("tidings.redelivery")
 

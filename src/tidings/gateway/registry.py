@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tidings.bus.base import Bus
 from tidings.core.events import conversation_topic, user_topic
+from tidings.core.ports.bus import Bus
 from tidings.gateway.connection import Connection
 
 

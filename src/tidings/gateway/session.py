@@ -6,7 +6,7 @@ in tasks of their own, up to ``frames_in_flight`` at once, so that a client
 with a burst to send does not wait a commit per frame (measured: 1:1
 throughput 1.6x). They enter the store in arrival order, so two sends of one
 connection still get seqs in the order they were sent (every store takes
-writes in call order: the contract in ``store/base.py``). Every other frame
+writes in call order: the contract in ``core/ports/store.py``). Every other frame
 waits until those before it are answered: a ``sync`` after a ``send`` sees it.
 
 Any :class:`TidingsError` becomes an ``error`` frame answering that frame
@@ -51,6 +51,7 @@ from tidings.core.frames import (
 from tidings.core.ids import now_ms
 from tidings.core.loop import LoopRef
 from tidings.core.models import ReconcileGap, ReconcileReport
+from tidings.core.ports.store import Store
 from tidings.core.service import ChatService, msg_frame
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.notice import RestoreNotice
@@ -58,7 +59,6 @@ from tidings.gateway.presence import PresenceHub
 from tidings.gateway.registry import LocalRegistry
 from tidings.observability.metrics import Metrics
 from tidings.settings import Settings
-from tidings.store.base import Store
 
 log = logging.getLogger("tidings.gateway")
 

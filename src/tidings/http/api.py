@@ -21,6 +21,7 @@ from tidings.core.frames import (
     RegisterBody,
 )
 from tidings.core.models import ConversationKind
+from tidings.core.ports.store import Store
 from tidings.core.service import ChatService
 from tidings.http import schemas
 from tidings.http.params import (
@@ -35,7 +36,6 @@ from tidings.http.params import (
 from tidings.http.respond import json_response
 from tidings.http.routes import AnyRoute, Call, NoParams, Route
 from tidings.observability.metrics import Metrics
-from tidings.store.base import Store
 
 E = ErrorCode
 # Every route below reads the store: it can be unavailable.

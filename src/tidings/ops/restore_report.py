@@ -15,7 +15,7 @@ import datetime as dt
 import msgspec
 
 from tidings.core.models import ReconcileReport, Restore
-from tidings.store.base import Store
+from tidings.core.ports.store import Store
 
 
 class ConversationLoss(msgspec.Struct, frozen=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tidings.core.ids import now_ms
 from tidings.core.models import Restore
-from tidings.store.base import Store
+from tidings.core.ports.store import Store
 
 UNKNOWN_BACKUP_TS = 0
 """``from_ts`` when the restored store holds nothing to date it by (an empty
@@ -13,7 +13,7 @@ store): everything before the restore may be lost, and saying so is honest."""
 
 async def mark_restored(store: Store) -> Restore:
     """Give a just-restored store a new epoch and record what may be lost: from
-    the backup's time (:meth:`~tidings.store.base.Store.backup_time`) to now."""
+    the backup's time (:meth:`~tidings.core.ports.store.Store.backup_time`) to now."""
     backup_ts = await store.backup_time()
     return await store.record_restore(
         UNKNOWN_BACKUP_TS if backup_ts is None else backup_ts, now_ms()

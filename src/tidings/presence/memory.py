@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tidings.presence.base import (
+from tidings.core.ports.presence import (
     LAST_SEEN_TTL_S,
     OFFLINE_NEVER_SEEN,
     Clock,
@@ -76,7 +76,7 @@ class _User:
 
 
 class MemoryPresence:
-    """A :class:`~tidings.presence.base.PresenceStore` in this process's memory."""
+    """A :class:`~tidings.core.ports.presence.PresenceStore` in this process's memory."""
 
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         self._clock = clock

@@ -68,7 +68,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from tidings.core.errors import ErrorCode, TidingsError
-from tidings.presence.base import (
+from tidings.core.ports.presence import (
     LAST_SEEN_TTL_S,
     OFFLINE_NEVER_SEEN,
     Presence,
@@ -217,7 +217,7 @@ def _now_from_time(reply: Any) -> int:
 
 
 class RedisPresence:
-    """A :class:`~tidings.presence.base.PresenceStore` on Redis (see the module doc)."""
+    """A :class:`~tidings.core.ports.presence.PresenceStore` on Redis (see the module doc)."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._prefix = prefix

@@ -427,7 +427,7 @@ async def _clean_session(conn: Any, error: BaseException) -> None:
 
 
 class PostgresStore:
-    """The :class:`~tidings.store.base.Store` on PostgreSQL (asyncpg pool).
+    """The :class:`~tidings.core.ports.store.Store` on PostgreSQL (asyncpg pool).
 
     Any number of instances (nodes) may share one database; see the module
     docstring for how seqs, duplicates and sync tokens stay correct then.
@@ -783,7 +783,7 @@ class PostgresStore:
 
     # -- messages -------------------------------------------------------------------
     async def append(self, message: NewMessage) -> AppendResult:
-        """See :class:`~tidings.store.base.Store`. The append goes out in the
+        """See :class:`~tidings.core.ports.store.Store`. The append goes out in the
         next append batch (module docstring); its result and errors are its own."""
         if self._pool is None:
             raise store_closed()
@@ -880,7 +880,7 @@ class PostgresStore:
         delivered_seq: int | None,
         read_seq: int | None,
     ) -> CursorState:
-        """See :class:`~tidings.store.base.Store`; ``moved`` reports the member-level
+        """See :class:`~tidings.core.ports.store.Store`; ``moved`` reports the member-level
         cursors, as in the SQLite store. The move goes out in the next cursor
         batch (module docstring); its result and errors are its own."""
         if self._pool is None:
@@ -917,7 +917,7 @@ class PostgresStore:
     async def list_conversations(
         self, user_id: str, device_id: str, changed_after: int = 0
     ) -> tuple[list[ConversationState], int]:
-        """See :class:`~tidings.store.base.Store`. The version returned is the
+        """See :class:`~tidings.core.ports.store.Store`. The version returned is the
         low-water mark (module docstring): computed *before* the rows are read,
         in a statement of its own, so that the rows' snapshot is later than it."""
         token = await self._low_water_mark()

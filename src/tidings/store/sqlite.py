@@ -235,7 +235,7 @@ def _sender_cursors(conn: sqlite3.Connection, message: NewMessage) -> SenderCurs
 
 
 class SqliteStore:
-    """The :class:`~tidings.store.base.Store` on one SQLite file (WAL mode).
+    """The :class:`~tidings.core.ports.store.Store` on one SQLite file (WAL mode).
 
     ``synchronous`` is SQLite's ``PRAGMA synchronous``: ``full`` (the default)
     makes every acknowledged write survive power loss; ``normal`` survives a
@@ -779,7 +779,7 @@ class SqliteStore:
         delivered_seq: int | None,
         read_seq: int | None,
     ) -> CursorState:
-        """See :class:`~tidings.store.base.Store`. ``moved`` reports the member-level
+        """See :class:`~tidings.core.ports.store.Store`. ``moved`` reports the member-level
         cursors (receipts are per member): a second device catching up to where
         the user already is moves its own cursor but reports ``moved=False``."""
 
