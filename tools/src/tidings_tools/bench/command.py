@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from tidings_tools.bench.chaos import register_chaos
@@ -313,13 +312,6 @@ def _run_one(args: argparse.Namespace, target: Target, run: int) -> dict[str, An
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario against each target, `--repeat` times, and print rows and a summary."""
-    if not args.only_baseline and not args.url and not _tidings_server_available():
-        print(
-            "tidings bench: the Tidings server (python -m tidings serve) is not available "
-            "in this tree yet; use --only-baseline or --url",
-            file=sys.stderr,
-        )
-        return 2
     problem = _check_args(args)
     if problem:
         print(f"tidings bench: {problem}", file=sys.stderr)
@@ -359,11 +351,6 @@ def failed_row(scenario: str, target: str, run: int, exc: BaseException) -> dict
         "errors": {f"run:{type(exc).__name__}": 1},
         "failure": (lines[-1] if lines else type(exc).__name__)[:FAILURE_CHARS],
     }
-
-
-def _tidings_server_available() -> bool:
-    package = Path(__file__).resolve().parent.parent
-    return (package / "__main__.py").exists()
 
 
 def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
