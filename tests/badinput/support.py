@@ -31,24 +31,6 @@ WS_ERROR_CODES = frozenset(
     }
 )
 HTTP_ERROR_CODES = WS_ERROR_CODES | {"bad_request", "forbidden", "conflict"}
-SERVER_FRAME_TYPES = frozenset(
-    {
-        "welcome",
-        "ack",
-        "msg",
-        "sync_done",
-        "receipt",
-        "receipt_summary",
-        "typing",
-        "presence",
-        "pong",
-        "reconnect",
-        "error",
-        "notice",
-        "reconciled",
-    }
-)
-
 _unique = itertools.count()
 
 

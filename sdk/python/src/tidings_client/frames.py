@@ -19,7 +19,7 @@ code with it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -213,23 +213,18 @@ ServerFrame = (
     | Reconciled
     | ServerError
 )
-SERVER_FRAME_TYPES: frozenset[str] = frozenset(
-    {
-        "welcome",
-        "ack",
-        "msg",
-        "sync_done",
-        "receipt",
-        "receipt_summary",
-        "typing",
-        "presence",
-        "pong",
-        "reconnect",
-        "notice",
-        "reconciled",
-        "error",
-    }
-)
+
+
+def frame_types(union: Any) -> frozenset[str]:
+    """The ``type`` tags of a union of tagged frame structs.
+
+    :data:`SERVER_FRAME_TYPES` is derived from :data:`ServerFrame` with this,
+    so that a frame added to the union is known everywhere at once.
+    """
+    return frozenset(str(member.__struct_config__.tag) for member in get_args(union))
+
+
+SERVER_FRAME_TYPES = frame_types(ServerFrame)
 
 
 # -- client -> server --------------------------------------------------------
