@@ -16,7 +16,7 @@ from multidict import CIMultiDictProxy
 from tests.conftest import RunningServer, ServerFactory
 from tests.wire import WAIT_S, Account, Http, Raw
 
-# Every error code of PROTOCOL.md ("Error codes" and the HTTP additions).
+# Every error code of docs/protocol.md ("Error codes" and the HTTP additions).
 WS_ERROR_CODES = frozenset(
     {
         "bad_frame",
@@ -31,24 +31,6 @@ WS_ERROR_CODES = frozenset(
     }
 )
 HTTP_ERROR_CODES = WS_ERROR_CODES | {"bad_request", "forbidden", "conflict"}
-SERVER_FRAME_TYPES = frozenset(
-    {
-        "welcome",
-        "ack",
-        "msg",
-        "sync_done",
-        "receipt",
-        "receipt_summary",
-        "typing",
-        "presence",
-        "pong",
-        "reconnect",
-        "error",
-        "notice",
-        "reconciled",
-    }
-)
-
 _unique = itertools.count()
 
 
@@ -162,7 +144,7 @@ def assert_error(
     ref: str | None = None,
     retryable: bool = False,
 ) -> None:
-    """``frame`` is exactly the error frame of PROTOCOL.md: code, retryable, a
+    """``frame`` is exactly the error frame of docs/protocol.md: code, retryable, a
     message, ``ref`` only when given, ``retry_after_ms`` only for rate_limited."""
     assert frame.get("type") == "error", frame
     assert frame["code"] == code, frame

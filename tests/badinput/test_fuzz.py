@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 
 from tests.badinput.support import (
     HTTP_ERROR_CODES,
-    SERVER_FRAME_TYPES,
     WS_ERROR_CODES,
     World,
     make_world,
@@ -246,7 +245,7 @@ async def exchange(fz: Fuzz, kind: str, payload: Any) -> None:
 
 
 def check_reply(fz: Fuzz, kind: str, payload: Any, reply: dict[str, Any]) -> None:
-    if reply.get("type") not in SERVER_FRAME_TYPES:
+    if reply.get("type") not in frames.SERVER_FRAME_TYPES:
         fz.violation("unknown server frame", payload, reply)
         return
     fz.seen.add(reply["type"] if reply["type"] != "error" else str(reply.get("code")))

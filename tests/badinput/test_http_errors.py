@@ -1,4 +1,4 @@
-"""HTTP rejections of PROTOCOL.md: each answers ``{"error": {"code", "message",
+"""HTTP rejections of docs/protocol.md: each answers ``{"error": {"code", "message",
 "retryable"}}`` with the code's status, and changes nothing stored."""
 
 from __future__ import annotations

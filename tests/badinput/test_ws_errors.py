@@ -1,4 +1,4 @@
-"""Every WebSocket rejection of PROTOCOL.md, one test each.
+"""Every WebSocket rejection of docs/protocol.md, one test each.
 
 Each test asserts the exact ``error`` frame (code, retryable, ref, and
 retry_after_ms for rate_limited), that nothing stored changed, and that the
@@ -213,7 +213,7 @@ async def test_text_content_without_text_is_bad_frame(
 
 
 async def test_content_error_ref_is_the_id_even_when_empty(world: World) -> None:
-    """PROTOCOL.md: ref is the ``id`` of the frame, else its client_msg_id. An
+    """docs/protocol.md: ref is the ``id`` of the frame, else its client_msg_id. An
     empty string is a valid id (the schema allows it, and every other rejection
     echoes it), so a content rejection must echo it too."""
     await rejected_on_open_connection(
@@ -328,7 +328,7 @@ async def test_any_frame_before_hello_is_unauthorized_then_4001(
 
 
 async def test_send_before_hello_is_unauthorized_and_stores_nothing(world: World) -> None:
-    """The error answers the send: its ref is the send's id (PROTOCOL.md, ``error``)."""
+    """The error answers the send: its ref is the send's id (docs/protocol.md, ``error``)."""
     before = await world.snapshot()
     raw = await world.open()
     await raw.send(
@@ -428,7 +428,7 @@ async def test_binary_frame_is_bad_frame(world: World) -> None:
 
 
 async def test_binary_frame_before_hello_is_unauthorized_then_4001(world: World) -> None:
-    """PROTOCOL.md: "any frame before hello" is unauthorized, then close 4001."""
+    """docs/protocol.md: "any frame before hello" is unauthorized, then close 4001."""
     raw = await world.open()
     await raw.ws.send_bytes(b'{"type": "hello"}')
     await expect_error(raw, "unauthorized")

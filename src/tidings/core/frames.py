@@ -11,7 +11,7 @@ the same functions, so an error code means the same thing on both.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 
@@ -134,20 +134,19 @@ ClientFrame = (
     | Ping
     | Reconcile
 )
-CLIENT_FRAME_TYPES: frozenset[str] = frozenset(
-    {
-        "hello",
-        "sync",
-        "send",
-        "delivered",
-        "read",
-        "typing",
-        "presence",
-        "presence_subscribe",
-        "ping",
-        "reconcile",
-    }
-)
+
+
+def frame_types(union: Any) -> frozenset[str]:
+    """The ``type`` tags of a union of tagged frame structs.
+
+    Every list of frame types (the decoder's diagnosis, the metrics labels,
+    the tests) is derived from the unions with this, so that adding a frame
+    to a union is the only step and no restated list can fall behind.
+    """
+    return frozenset(str(member.__struct_config__.tag) for member in get_args(union))
+
+
+CLIENT_FRAME_TYPES = frame_types(ClientFrame)
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _any_decoder = msgspec.json.Decoder()
@@ -383,12 +382,15 @@ ServerFrame = (
     | SyncDone
     | Receipt
     | ReceiptSummary
+    | TypingOut
+    | PresenceOut
     | Pong
     | Reconnect
     | ErrorFrame
     | Notice
     | Reconciled
 )
+SERVER_FRAME_TYPES = frame_types(ServerFrame)
 
 _encoder = msgspec.json.Encoder()
 

@@ -13,8 +13,8 @@ cheap 503 and a ``Retry-After``:
 
 Why the ``Retry-After`` comes from a calendar: a fixed one sends a herd of
 N refused clients back together a second later, to be refused again, and the
-refusals cost the node accept + parse + answer (17 µs each when screened at
-accept) and the client a whole TCP connection. So the node books each
+refusals cost the node accept + parse + answer (little when screened at
+accept, but not nothing) and the client a whole TCP connection. So the node books each
 refused client a return: the first whole second ahead (at least the
 guard's floor) for which fewer than ``PROBE_FACTOR`` x the node's welcome
 rate have been told to come back, at most :data:`MAX_RETRY_S` ahead (past
@@ -25,22 +25,21 @@ welcomes over the last one to two seconds, at least :data:`MIN_WELCOME_RATE`
 (at the start of a herd it has not welcomed anyone yet), and never more
 than ``handshake_rate_per_s``.
 
-Measured with 50,000 clients on a slow day (docs/benchmarks.md, 2026-12-02
-06:00-07:00): the previous answer, a window of ``refused_per_s / capacity``
-seconds with no memory of whom it had sent where, refused each client about
-six times (89,000 503s for 15,600 clients in 60 s); the load generators spent
-1.25 of the two cores on those attempts, the three nodes got 0.75, and 18% of
-the clients were back after 60 s. With the calendar: 31,000-33,000 503s, and
-78-98% back (four runs); all back after 72 s.
+The answer it replaced, a window of ``refused_per_s / capacity`` seconds
+with no memory of whom it had sent where, refused each client of a large herd
+several times over, so that the clients' retries, not the node's welcomes,
+took most of the CPU and most clients were still out after a minute; with the
+calendar each is refused about once (figures: docs/benchmarks.md, "Restart
+storm on a slow machine").
 
 Why an upgrade waiting for its ``hello`` holds a slot for at most
 ``handshake_await_hello_ms`` (1 s), not until its ``welcome``: the slot is
 there to bound the node's own work, and between the 101 and the ``hello``
-the node does none; the client does. Held until the ``welcome``, 64 clients
-that upgrade and say nothing kept every other client out of the node for the
-whole ``hello_timeout_ms`` (10 s). A client slower than that still gets in:
-its ``hello`` takes a slot when it arrives; the token bucket bounds how many
-upgrades there are to wait for.
+the node does none; the client does. Held until the ``welcome``, a few dozen
+clients that upgrade and say nothing keep every other client out of the node
+for the whole ``hello_timeout_ms`` (docs/benchmarks.md, same section). A
+client slower than that still gets in: its ``hello`` takes a slot when it
+arrives; the token bucket bounds how many upgrades there are to wait for.
 """
 
 from __future__ import annotations
@@ -62,17 +61,20 @@ FULL_RETRY_S = 2.0
 # The calendar of returns reaches this far: the longest Retry-After stays
 # inside the minute that the clients' own backoff schedule implies (erring
 # long is worse than erring short: a client told to wait too long idles while
-# the node has room; measured with waits of up to 2 x 60 s, all 50,000 were
-# back only after 121 s).
+# the node has room; with waits of up to 2 x 60 s the last clients of a
+# 50,000-client storm idled long after the nodes had room: docs/benchmarks.md,
+# "Scale targets, re-measured 2026-12-01 22:35-23:20 UTC").
 MAX_RETRY_S = 45
-# The welcome rate assumed before any was measured (and its floor): a node
-# welcomed 200-350 handshakes/s during the 50,000-client storm on the shared
-# two cores on a quiet day, ~100 on a slow one (docs/benchmarks.md).
+# The welcome rate assumed before any was measured (and its floor): what a
+# node welcomed in a 50,000-client storm on a slow day of the shared two
+# cores, so that no real server is told to wait longer than it needs
+# (docs/benchmarks.md, "Restart storm on a slow machine").
 MIN_WELCOME_RATE = 100.0
 # Returns booked per second, over what the node has shown it welcomes: with
 # exactly that, the node would never be offered more and never show more
-# (measured: a node welcomed exactly 200 a second for 20 s and refused no one,
-# while the rest of the herd waited out the seconds booked for it). With a
+# (it welcomed exactly what it had booked while the rest of the herd waited
+# out the seconds booked for it: docs/benchmarks.md, "Restart storm on a slow
+# machine", run "calendar, no margin"). With a
 # margin, a node with room welcomes more each second until it has none, and
 # then about a third of the returns are refused and booked again.
 PROBE_FACTOR = 1.5
@@ -210,11 +212,12 @@ class Admission:
 
     def screen(self, live: int, draining: bool, now: float) -> tuple[str, float] | None:
         """Asked by the acceptor when an upgrade arrives, before any HTTP
-        machinery runs (http/acceptor.py), so that a refusal costs a few µs
-        instead of ~80: the guards that need no token (draining, full, busy),
-        a refusal or None. An upgrade let through is counted as pending until
-        its :meth:`check` (or for :data:`SCREENED_TTL_S`): a batch of
-        connections accepted at once must not all pass one free slot."""
+        machinery runs (http/acceptor.py), so that a refusal costs a fraction
+        of a request's cost (docs/benchmarks.md): the guards that need no
+        token (draining, full, busy), a refusal or None. An upgrade let
+        through is counted as pending until its :meth:`check` (or for
+        :data:`SCREENED_TTL_S`): a batch of connections accepted at once must
+        not all pass one free slot."""
         while self._screened and now - self._screened[0] > SCREENED_TTL_S:
             self._screened.popleft()
         refusal = self._guards(live, draining, now, pending=len(self._screened))

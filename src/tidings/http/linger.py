@@ -13,11 +13,12 @@ bounded in time and number, for the client's FIN and only then closes, so the
 client keeps the TIME_WAIT and, with it, the knowledge not to reuse the port
 too soon.
 
-Measured: it did not change the restart storm's figures on this machine. The
-storm's ~4,000 SYN retransmissions per run (``nstat TcpExtTCPSynRetrans``)
-stayed, because they are something else: SYN-ACKs the server retransmits when
-a client has not sent its request within a second (``TCP_DEFER_ACCEPT``
-waits for it), i.e. load generators too busy to write (docs/benchmarks.md).
+It is kept for the clients behind one address that it protects, not for
+the benchmarks: it did not change the restart storm's figures, whose SYN
+retransmissions have another cause, SYN-ACKs the server retransmits when a
+client has not sent its request within a second (``TCP_DEFER_ACCEPT`` waits
+for it), i.e. load generators too busy to write (docs/benchmarks.md, "What
+bounds the 50,000-client handshake p99").
 """
 
 from __future__ import annotations

@@ -26,23 +26,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from tidings.core.frames import CLIENT_FRAME_TYPES
+from tidings.core.frames import CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES
 
-SERVER_FRAME_TYPES = (
-    "welcome",
-    "ack",
-    "msg",
-    "sync_done",
-    "receipt",
-    "receipt_summary",
-    "typing",
-    "presence",
-    "pong",
-    "reconnect",
-    "error",
-    "notice",
-    "reconciled",
-)
 # Ack latency buckets: a group commit is a few ms; anything past a second is an incident.
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

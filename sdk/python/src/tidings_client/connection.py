@@ -102,14 +102,14 @@ DEFAULT_MAX_QUEUE = 4096
 # 1 MiB; 4 MiB leaves room for a server configured higher.
 MAX_INCOMING_FRAME_BYTES = 4 * 1024 * 1024
 # Heartbeat period bounds. The period is heartbeat_ms / 2 so that the server
-# always hears from us within heartbeat_ms (PROTOCOL.md), capped at a minute
+# always hears from us within heartbeat_ms (docs/protocol.md), capped at a minute
 # because NAT boxes forget idle flows after a few minutes; the floor only
 # guards against a server announcing 0 (which would make the loop spin).
 MIN_HEARTBEAT_INTERVAL_S = 0.05
 MAX_HEARTBEAT_INTERVAL_S = 60.0
-# WebSocket close code for "unauthorized" (PROTOCOL.md).
+# WebSocket close code for "unauthorized" (docs/protocol.md).
 CLOSE_UNAUTHORIZED = 4001
-# A typing ``start`` is refreshed this often while the user types (PROTOCOL.md:
+# A typing ``start`` is refreshed this often while the user types (docs/protocol.md:
 # "refresh start every few seconds"), and at least this fraction of the
 # server's TTL, so that a short TTL still never lapses between refreshes.
 TYPING_REFRESH_S = 3.0

@@ -20,7 +20,7 @@ answered by resending the same frame (same ``client_msg_id``) after
 
 from __future__ import annotations
 
-# Codes the SDK raises itself (the server's codes are listed in PROTOCOL.md).
+# Codes the SDK raises itself (the server's codes are listed in docs/protocol.md).
 CONNECTION_CLOSED = "connection_closed"
 TIMEOUT = "timeout"
 INVALID_STATE = "invalid_state"

@@ -1,8 +1,8 @@
 """Typed frames of the Tidings wire protocol, version 1, as the client sees them.
 
-Every server frame in PROTOCOL.md is a frozen ``msgspec.Struct`` in one tagged
+Every server frame in docs/protocol.md is a frozen ``msgspec.Struct`` in one tagged
 union (``type`` is the tag), so decoding a frame is one typed parse with no
-intermediate dict. Fields that PROTOCOL.md marks optional, or that are
+intermediate dict. Fields that docs/protocol.md marks optional, or that are
 additions beyond it, have defaults, so a server that omits them still decodes;
 unknown fields are ignored, as the protocol asks of clients.
 
@@ -19,11 +19,11 @@ code with it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
-# Defaults PROTOCOL.md gives for the welcome limits; used when a server omits one.
+# Defaults docs/protocol.md gives for the welcome limits; used when a server omits one.
 DEFAULT_MAX_CONTENT_BYTES = 64 * 1024
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_TYPING_TTL_MS = 5_000
@@ -46,7 +46,7 @@ class Limits(msgspec.Struct, frozen=True):
     max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     typing_ttl_ms: int = DEFAULT_TYPING_TTL_MS
-    # Beyond PROTOCOL.md's list (its "..."); None when the server does not say.
+    # Beyond docs/protocol.md's list (its "..."); None when the server does not say.
     # An outbox flush paces itself with the send rate instead of hitting rate_limited.
     max_group_members: int | None = None
     send_rate_per_s: float | None = None
@@ -90,7 +90,7 @@ class Message(msgspec.Struct, frozen=True, tag="msg", tag_field="type"):
 
     @property
     def kind(self) -> str:
-        """``content.kind``; ``text`` when absent, as PROTOCOL.md says."""
+        """``content.kind``; ``text`` when absent, as docs/protocol.md says."""
         kind = self.content.get("kind", "text")
         return kind if isinstance(kind, str) else "text"
 
@@ -213,23 +213,18 @@ ServerFrame = (
     | Reconciled
     | ServerError
 )
-SERVER_FRAME_TYPES: frozenset[str] = frozenset(
-    {
-        "welcome",
-        "ack",
-        "msg",
-        "sync_done",
-        "receipt",
-        "receipt_summary",
-        "typing",
-        "presence",
-        "pong",
-        "reconnect",
-        "notice",
-        "reconciled",
-        "error",
-    }
-)
+
+
+def frame_types(union: Any) -> frozenset[str]:
+    """The ``type`` tags of a union of tagged frame structs.
+
+    :data:`SERVER_FRAME_TYPES` is derived from :data:`ServerFrame` with this,
+    so that a frame added to the union is known everywhere at once.
+    """
+    return frozenset(str(member.__struct_config__.tag) for member in get_args(union))
+
+
+SERVER_FRAME_TYPES = frame_types(ServerFrame)
 
 
 # -- client -> server --------------------------------------------------------

@@ -145,7 +145,7 @@ MAX_STALLED_SYNCS = 3
 MIN_SERVER_RETRY_S = 1.0
 # When rate_limited/unavailable come without retry_after_ms.
 DEFAULT_RETRY_AFTER_S = 1.0
-# Server error codes that mean "send the same frame again later" (PROTOCOL.md).
+# Server error codes that mean "send the same frame again later" (docs/protocol.md).
 DEFERRAL_CODES = frozenset({"rate_limited", "unavailable", "internal"})
 # Code reported when the attempts ran out.
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"

@@ -1,7 +1,7 @@
 """The store protocol: the durable source of truth for accounts, conversations,
 messages and cursors.
 
-Every backend passes ``tests/store/conformance.py`` unchanged. Contracts that
+Every backend passes ``tests/store/test_conformance.py`` unchanged. Contracts that
 the core relies on:
 
 - ``append`` assigns ``seq = last_seq + 1`` in the same transaction that saves

@@ -28,7 +28,7 @@ REQUEST_TIMEOUT_S = 120.0
 # Attempts for a call answered 429/503 (or dropped), with this pause between them.
 REQUEST_ATTEMPTS = 5
 RETRY_PAUSE_S = 1.0
-# Shared password of the benchmark accounts (at least 8 characters, PROTOCOL.md).
+# Shared password of the benchmark accounts (at least 8 characters, docs/protocol.md).
 PASSWORD = "bench-password"
 USERNAME_PREFIX = "bench_"
 DEVICE_NAME = "tidings-bench"
