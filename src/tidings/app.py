@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from tidings.bus.memory import MemoryBus
+from tidings.changelog.runner import RunnerOptions
+from tidings.changelog.worker import ChangeWorker
+from tidings.changelog.workers import ChangeWorkers
 from tidings.core.auth import AuthService
 from tidings.core.errors import TidingsError
 from tidings.core.membership import MemberCache
@@ -99,6 +102,7 @@ class Node:
     fanout: Fanout
     aggregator: ReceiptAggregator
     presence: PresenceHub
+    changelog: ChangeWorkers
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -108,6 +112,7 @@ class Node:
         await self.gateway.load_restore_notice()
         self.gateway.start()
         self.aggregator.start()
+        self.changelog.start()
         log.info(
             "node started", extra={"epoch": self.store.epoch, "store": self.settings.store_url}
         )
@@ -138,6 +143,7 @@ class Node:
 
     async def stop(self) -> None:
         await self.gateway.stop()
+        await self.changelog.stop()
         await self.presence.close()
         await self.service.close()
         await self.aggregator.stop()
@@ -182,7 +188,14 @@ class Node:
 NODE_KEY = web.AppKey("tidings_node", Node)
 
 
-def build_node(settings: Settings, store: Store | None = None, bus: Bus | None = None) -> Node:
+def build_node(
+    settings: Settings,
+    store: Store | None = None,
+    bus: Bus | None = None,
+    workers: Sequence[ChangeWorker] = (),
+) -> Node:
+    """The node for ``settings``; ``workers`` follow the store's change log
+    while it runs (none by default: then nothing extra runs)."""
     store = store if store is not None else open_store(settings)
     bus = bus if bus is not None else open_bus(settings)
     metrics = Metrics()
@@ -206,7 +219,22 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
         gateway.close_device,
         presence,
     )
-    return Node(settings, store, bus, metrics, service, auth, gateway, fanout, aggregator, presence)
+    changelog = ChangeWorkers(store, metrics, RunnerOptions.from_settings(settings))
+    for worker in workers:
+        changelog.register(worker)
+    return Node(
+        settings,
+        store,
+        bus,
+        metrics,
+        service,
+        auth,
+        gateway,
+        fanout,
+        aggregator,
+        presence,
+        changelog,
+    )
 
 
 def create_app(node: Node) -> web.Application:

@@ -142,6 +142,18 @@ class Settings:
     """argon2id iterations per password hash."""
     member_cache_size: int = 10_000
     """Conversations whose member lists a node keeps in memory for fan-out."""
+    changelog_batch_size: int = 100
+    """Most changes (stored messages) handed to a change-log worker at once."""
+    changelog_poll_ms: int = 1000
+    """How long a change-log worker that has caught up waits before reading again (how
+    late an idle worker sees a new message, at most)."""
+    changelog_lease_ms: int = 15_000
+    """How long a node stays a change-log worker's one active consumer without renewing:
+    after a node dies, another takes its workers over within this. Keep it above the time
+    a worker needs for one batch, or two nodes may handle the same batch."""
+    changelog_retry_max_ms: int = 30_000
+    """Longest wait before a failed change-log batch is retried (the wait doubles from
+    ``changelog_poll_ms`` up to this)."""
     log_level: str = "info"
     """Log level: debug, info, warning, error."""
     log_format: str = "json"

@@ -123,6 +123,7 @@ async def test_data_and_migrations_survive_reopen(tmp_path: Path) -> None:
         (1, "sqlite_001_initial.sql"),
         (2, "sqlite_002_accounts.sql"),
         (3, "sqlite_003_restores.sql"),
+        (4, "sqlite_004_changes.sql"),
     ]
 
 

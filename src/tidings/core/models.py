@@ -84,6 +84,31 @@ class Message(msgspec.Struct, frozen=True):
     content: bytes  # the JSON object, as sent
 
 
+class Change(msgspec.Struct, frozen=True):
+    """A stored message at its place in the store's change stream.
+
+    ``position`` is store-wide and increases in an order every consumer can
+    follow without missing anything (``Store.changes_after``).
+    """
+
+    position: int
+    message: Message
+
+
+class ChangeBatch(msgspec.Struct, frozen=True):
+    """A page of the change stream.
+
+    ``next_position`` is where the next read resumes (it may pass positions
+    that name no message, such as a conversation's creation); ``head`` is the
+    highest position the store could hand out at the time of the read, so
+    ``head - next_position`` is how far behind the reader is.
+    """
+
+    changes: list[Change]
+    next_position: int
+    head: int
+
+
 class NewMessage(msgspec.Struct, frozen=True):
     """A message to append: the store assigns seq, message_id and deduplicates."""
 

@@ -15,7 +15,8 @@ time in the throughput benchmark (py-spy, docs/benchmarks.md).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -27,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from tidings.core.frames import CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES
+from tidings.core.ids import now_ms
 
 # Ack latency buckets: a group commit is a few ms; anything past a second is an incident.
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -66,6 +68,44 @@ class LabelledCounter:
         return child
 
 
+class LoopLag:
+    """Seconds since the oldest piece of work still waiting was stored (0 when
+    nothing waits). Worked out when scraped, so the lag of a stuck worker
+    keeps growing between its (absent) updates."""
+
+    __slots__ = ("waiting_since_ms",)
+
+    def __init__(self) -> None:
+        self.waiting_since_ms: int | None = None
+
+    @property
+    def value(self) -> float:
+        since = self.waiting_since_ms
+        return 0.0 if since is None else max(0.0, (now_ms() - since) / 1000)
+
+
+class _Valued(Protocol):
+    @property
+    def value(self) -> float: ...
+
+
+G = TypeVar("G", bound=_Valued)
+
+
+class LabelledGauge(Generic[G]):
+    """A gauge family with one label; a child per value, created on first use."""
+
+    def __init__(self, child: Callable[[], G]) -> None:
+        self._child = child
+        self.children: dict[str, G] = {}
+
+    def labels(self, value: str) -> G:
+        child = self.children.get(value)
+        if child is None:
+            child = self.children[value] = self._child()
+        return child
+
+
 class LoopHistogram:
     """Counts of observations per bucket (not cumulative until collected) and their sum."""
 
@@ -89,7 +129,13 @@ class LoopHistogram:
         return buckets
 
 
-LoopMetric = LoopCounter | LabelledCounter | LoopHistogram
+LoopMetric = (
+    LoopCounter
+    | LabelledCounter
+    | LabelledGauge[LoopGauge]
+    | LabelledGauge[LoopLag]
+    | LoopHistogram
+)
 _Described = tuple[str, str, str, LoopMetric]  # name, help, label name, metric
 
 
@@ -110,6 +156,11 @@ class _Collector(Collector):
                 for value, child in sorted(metric.children.items()):
                     family.add_metric([value], child.value)
                 yield family
+            elif isinstance(metric, LabelledGauge):
+                gauges = GaugeMetricFamily(name, doc, labels=[label])
+                for value in sorted(metric.children):
+                    gauges.add_metric([value], metric.children[value].value)
+                yield gauges
             else:
                 yield HistogramMetricFamily(
                     name, doc, buckets=metric.cumulative(), sum_value=metric.sum
@@ -166,6 +217,30 @@ _FAMILIES = (
         "WebSocket upgrades answered 503 (draining, over the admission rate or concurrency)",
         "reason",
     ),
+    (
+        "changelog_lag",
+        "tidings_changelog_lag_seconds",
+        "Age of the oldest stored message a change-log worker has not handled (0: caught up)",
+        "worker",
+    ),
+    (
+        "changelog_behind",
+        "tidings_changelog_positions_behind",
+        "Change-stream positions between a worker's saved position and the stream's head",
+        "worker",
+    ),
+    (
+        "changelog_handled",
+        "tidings_changelog_handled",
+        "Changes handed to a change-log worker (a retried batch counts again)",
+        "worker",
+    ),
+    (
+        "changelog_failures",
+        "tidings_changelog_failures",
+        "Times a change-log worker's batch or the store failed (retried after a backoff)",
+        "worker",
+    ),
 )
 
 
@@ -184,6 +259,10 @@ class Metrics:
         self.repaired = LoopCounter()
         self.bus_gaps = LoopCounter()
         self.handshakes_refused = LabelledCounter()
+        self.changelog_lag = LabelledGauge(LoopLag)
+        self.changelog_behind = LabelledGauge(LoopGauge)
+        self.changelog_handled = LabelledCounter()
+        self.changelog_failures = LabelledCounter()
         self.registry = CollectorRegistry()
         self.registry.register(
             _Collector(

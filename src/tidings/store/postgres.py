@@ -107,6 +107,8 @@ from tidings.core.loop import LoopRef
 from tidings.core.models import (
     Account,
     AppendResult,
+    Change,
+    ChangeBatch,
     Conversation,
     ConversationKind,
     ConversationState,
@@ -122,7 +124,7 @@ from tidings.core.models import (
     Role,
     User,
 )
-from tidings.store import postgres_lock, postgres_restores
+from tidings.store import postgres_changes, postgres_lock, postgres_restores
 from tidings.store.postgres_batches import (
     APPEND_BATCH_MAX,
     CURSOR_BATCH_MAX,
@@ -138,7 +140,7 @@ from tidings.store.postgres_errors import (
     store_closed,
     translate,
 )
-from tidings.store.rules import new_conversation
+from tidings.store.rules import change_batch, new_conversation
 
 __all__ = ["PostgresStore", "migrate"]
 
@@ -339,6 +341,10 @@ async def migrate(conn: Any) -> str:
 # -- row mapping -------------------------------------------------------------------
 _CONVERSATION_COLUMNS = "conversation_id, kind, title, created_by, created_at, last_seq"
 _MESSAGE_COLUMNS = "conversation_id, seq, message_id, sender_id, client_msg_id, ts, content"
+_CHANGES = (
+    f"SELECT version, {_MESSAGE_COLUMNS} FROM messages"
+    " WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3"
+)
 
 _LIST_CONVERSATIONS = (
     "SELECT c.conversation_id, c.kind, c.title, c.last_seq,"
@@ -991,3 +997,35 @@ class PostgresStore:
             seq,
         )
         return ReceiptCounts(conversation_id, seq, int(row[0]), int(row[1]), int(row[2]))
+
+    # -- the change stream and its consumers (postgres_changes.py) ------------------
+    async def changes_after(self, position: int, limit: int = 100) -> ChangeBatch:
+        """See :class:`~tidings.core.ports.store.Store`. Positions are the versions the
+        appends took, which commit out of order; the page stops at the same
+        low-water mark as sync tokens, computed before the rows are read (in a
+        statement of its own, so the rows' snapshot holds every position up
+        to it), so a consumer never resumes past a version still in flight."""
+        head = await self._low_water_mark()
+        rows: list[Any] = []
+        if limit > 0 and head > position:
+            rows = await self._fetch(_CHANGES, position, head, limit)
+        changes = [Change(int(row["version"]), _message(row)) for row in rows]
+        return change_batch(position, limit, changes, head)
+
+    async def consumer_position(self, name: str) -> int:
+        async with self._connection() as conn:
+            return await postgres_changes.consumer_position(conn, name)
+
+    async def take_consumer_lease(self, name: str, holder: str, lease_ms: int) -> bool:
+        async with self._connection() as conn:
+            return await postgres_changes.take_lease(conn, name, holder, lease_ms)
+
+    async def save_consumer_position(
+        self, name: str, position: int, holder: str, lease_ms: int
+    ) -> bool:
+        async with self._connection() as conn:
+            return await postgres_changes.save_position(conn, name, position, holder, lease_ms)
+
+    async def release_consumer_lease(self, name: str, holder: str) -> None:
+        async with self._connection() as conn:
+            await postgres_changes.release_lease(conn, name, holder)

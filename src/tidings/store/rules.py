@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from tidings.core.errors import ErrorCode, TidingsError
-from tidings.core.models import ConversationKind, ReconcileReport, Role
+from tidings.core.models import Change, ChangeBatch, ConversationKind, ReconcileReport, Role
 
 
 class NewConversation(NamedTuple):
@@ -44,3 +44,17 @@ def report_conversations(report: ReconcileReport) -> list[str]:
     if len(set(cids)) != len(cids):
         raise TidingsError(ErrorCode.BAD_REQUEST, "a conversation is reported twice")
     return cids
+
+
+def change_batch(position: int, limit: int, changes: list[Change], head: int) -> ChangeBatch:
+    """The page of changes read after ``position`` (at most ``limit``, none above
+    ``head``, every position up to ``head`` committed), with where to resume:
+    after a full page its last position, else ``head`` itself, since nothing
+    up to it is left to read; never back."""
+    if limit <= 0:
+        resume = position
+    elif len(changes) == limit:
+        resume = changes[-1].position
+    else:
+        resume = max(position, head)
+    return ChangeBatch(changes, resume, head)

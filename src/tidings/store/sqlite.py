@@ -45,6 +45,7 @@ from tidings.core.ids import new_id, now_ms
 from tidings.core.models import (
     Account,
     AppendResult,
+    ChangeBatch,
     Conversation,
     ConversationKind,
     ConversationState,
@@ -61,7 +62,7 @@ from tidings.core.models import (
     User,
 )
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
-from tidings.store import sqlite_restores
+from tidings.store import sqlite_changes, sqlite_restores
 from tidings.store.rules import new_conversation
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
@@ -833,3 +834,30 @@ class SqliteStore:
             return ReceiptCounts(conversation_id, seq, delivered, read, members)
 
         return await self._read_point(op)
+
+    # -- the change stream and its consumers (sqlite_changes.py) -------------------
+    async def changes_after(self, position: int, limit: int = 100) -> ChangeBatch:
+        return await self._read(lambda conn: sqlite_changes.changes_after(conn, position, limit))
+
+    async def consumer_position(self, name: str) -> int:
+        return await self._read_point(lambda conn: sqlite_changes.consumer_position(conn, name))
+
+    async def take_consumer_lease(self, name: str, holder: str, lease_ms: int) -> bool:
+        return await self._writer.submit(
+            "take_consumer_lease",
+            lambda conn: sqlite_changes.take_lease(conn, name, holder, lease_ms),
+        )
+
+    async def save_consumer_position(
+        self, name: str, position: int, holder: str, lease_ms: int
+    ) -> bool:
+        return await self._writer.submit(
+            "save_consumer_position",
+            lambda conn: sqlite_changes.save_position(conn, name, position, holder, lease_ms),
+        )
+
+    async def release_consumer_lease(self, name: str, holder: str) -> None:
+        await self._writer.submit(
+            "release_consumer_lease",
+            lambda conn: sqlite_changes.release_lease(conn, name, holder),
+        )

@@ -22,6 +22,13 @@ the core relies on:
 - ``version`` is a store-wide counter bumped by every append; a conversation
   remembers the version of its last append, which makes "what changed since
   token T" one indexed comparison (sync cost grows with what changed).
+- Every stored message carries the version of the append that stored it, its
+  *position* in the change stream. ``changes_after(p)`` never returns a
+  position while a smaller one may still commit, so a consumer that resumes
+  from the ``next_position`` it was given never skips a message (on
+  PostgreSQL, where versions commit out of order, it answers up to the same
+  low-water mark as sync tokens; ``docs/architecture.md``, "The change log
+  and its workers").
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Protocol
 from tidings.core.models import (
     Account,
     AppendResult,
+    ChangeBatch,
     Conversation,
     ConversationKind,
     ConversationState,
@@ -221,4 +229,36 @@ class Store(Protocol):
 
     async def receipt_counts(self, conversation_id: str, seq: int) -> ReceiptCounts:
         """How many members have delivered / read at least ``seq``."""
+        ...
+
+    # -- the change stream and its consumers ----------------------------------
+    async def changes_after(self, position: int, limit: int = 100) -> ChangeBatch:
+        """Up to ``limit`` stored messages (membership events included) with a
+        position above ``position``, in position order, and where to resume.
+
+        Messages stored before the change stream existed (schema upgrades
+        from before it) have no position and are not listed.
+        """
+        ...
+
+    async def consumer_position(self, name: str) -> int:
+        """Where the consumer ``name`` resumes (0 for one never saved)."""
+        ...
+
+    async def take_consumer_lease(self, name: str, holder: str, lease_ms: int) -> bool:
+        """Make ``holder`` the one active consumer ``name`` for ``lease_ms`` from
+        now (by the database's clock): True if it already was or the previous
+        holder's lease has expired (or was released), else False."""
+        ...
+
+    async def save_consumer_position(
+        self, name: str, position: int, holder: str, lease_ms: int
+    ) -> bool:
+        """Save the consumer's position (never moving it back) and renew the
+        lease, if ``holder`` still holds it; False (nothing saved) if another
+        holder has taken it over, so that a stalled consumer learns it is out."""
+        ...
+
+    async def release_consumer_lease(self, name: str, holder: str) -> None:
+        """End ``holder``'s lease now (a stopping node), so another takes over at once."""
         ...
