@@ -8,7 +8,7 @@ a documented setting), so that tests can create a thousand users.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from tidings.app import Node, build_node, create_app, open_acceptor
+from tidings.features import Feature
 from tidings.http.acceptor import BatchAcceptor
 from tidings.settings import Settings
 
@@ -63,10 +64,13 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 async def start_server(
-    settings: Settings, port: int = 0, shutdown_timeout: float = 60.0
+    settings: Settings,
+    port: int = 0,
+    shutdown_timeout: float = 60.0,
+    features: Sequence[Feature] = (),
 ) -> RunningServer:
     """A node served the way `tidings serve` serves it, on `port` (0: a free one)."""
-    node = build_node(settings)
+    node = build_node(settings, features=features)
     runner = web.AppRunner(
         create_app(node),
         access_log=None,
@@ -113,9 +117,10 @@ async def server_factory(
             "bus_prefix": unique_prefix(),
         }
 
-    async def make(**overrides: Any) -> RunningServer:
+    async def make(features: Sequence[Feature] = (), **overrides: Any) -> RunningServer:
         data_dir = tmp_path / f"node{len(started)}"
-        server = await start_server(make_settings(data_dir, **{**cluster, **overrides}))
+        settings = make_settings(data_dir, **{**cluster, **overrides})
+        server = await start_server(settings, features=features)
         started.append(server)
         return server
 

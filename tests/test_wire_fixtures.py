@@ -27,7 +27,9 @@ import msgspec
 import pytest
 
 import tidings_client.frames as sdk
+from tidings.app import BUILT_IN
 from tidings.core import frames as server
+from tidings.features.host import content_kinds_of
 from tidings.http import schemas
 from tidings_client.http import (
     Conversation,
@@ -115,6 +117,9 @@ HTTP_RESPONSES: dict[str, tuple[type[msgspec.Struct], type[msgspec.Struct] | Non
     "post_message.response": (schemas.AckOut, _AckOut),
     "health.response": (schemas.HealthOut, None),
 }
+
+KINDS = content_kinds_of(BUILT_IN)
+"""The content kinds a node serves by default (the built-in text)."""
 
 
 def _fixtures(folder: str) -> list[Path]:
@@ -245,7 +250,8 @@ def test_server_frames_round_trip(path: Path) -> None:
 @pytest.mark.parametrize("path", _fixtures("client"), ids=_ids(_fixtures("client")))
 def test_client_frames_round_trip(path: Path) -> None:
     fixture = _load(path)
-    assert_read(server.decode_client_frame(path.read_bytes(), MAX_CONTENT_BYTES), fixture)
+    decoded = server.decode_client_frame(path.read_bytes(), MAX_CONTENT_BYTES, KINDS)
+    assert_read(decoded, fixture)
     sent = msgspec.json.decode(path.read_bytes(), type=sdk.ClientFrame)
     assert_written(sent, _without(fixture, SDK_UNMODELLED.get(_name(path), frozenset())))
 

@@ -8,7 +8,9 @@ backends (for instance two nodes sharing one in-process bus hub).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +18,6 @@ from aiohttp import web
 
 from tidings.bus.memory import MemoryBus
 from tidings.changelog.runner import RunnerOptions
-from tidings.changelog.worker import ChangeWorker
 from tidings.changelog.workers import ChangeWorkers
 from tidings.core.auth import AuthService
 from tidings.core.errors import TidingsError
@@ -24,7 +25,13 @@ from tidings.core.membership import MemberCache
 from tidings.core.ports.bus import Bus
 from tidings.core.ports.presence import PresenceStore
 from tidings.core.ports.store import Store
+from tidings.core.schema import SchemaComponent
 from tidings.core.service import ChatService
+from tidings.core.workers import ChangeWorker
+from tidings.features import Feature, FeatureContext
+from tidings.features.host import Plugged, content_kinds_of, schema_of
+from tidings.features.ops import OPS
+from tidings.features.text import TEXT
 from tidings.gateway.fanout import Fanout
 from tidings.gateway.presence import PresenceHub
 from tidings.gateway.receipts import ReceiptAggregator
@@ -34,12 +41,11 @@ from tidings.gateway.server import WS_PATH, Gateway
 from tidings.gateway.session import SessionHandler
 from tidings.http.acceptor import BatchAcceptor
 from tidings.http.api import HttpApi
-from tidings.http.ops import ops_routes
 from tidings.http.respond import CATCH_ALL, guarded, no_such_route
-from tidings.http.routes import Binder
+from tidings.http.routes import AnyRoute, Binder
 from tidings.observability.metrics import Metrics
 from tidings.presence.memory import MemoryPresence
-from tidings.settings import REDIS_SCHEMES, Settings
+from tidings.settings import REDIS_SCHEMES, Settings, load_section
 
 log = logging.getLogger("tidings.app")
 
@@ -51,19 +57,22 @@ LOCAL_PRESENCE = (
 """Why presence on this node cannot be trusted across the cluster: said at start
 and by /readyz, since nothing else would show it (every probe answers)."""
 
+BUILT_IN: tuple[Feature, ...] = (TEXT, OPS)
+"""Features every node has: the ``text`` kind and the operator routes."""
 
-def open_store(settings: Settings) -> Store:
+
+def open_store(settings: Settings, components: Sequence[SchemaComponent] = ()) -> Store:
     url = settings.store_url
     if url.startswith("sqlite:///"):
         from tidings.store.sqlite import SqliteStore
 
         return SqliteStore.from_url(
-            url, settings.sqlite_synchronous, settings.sqlite_busy_timeout_ms
+            url, settings.sqlite_synchronous, settings.sqlite_busy_timeout_ms, components
         )
     if url.startswith(("postgresql://", "postgres://")):
         from tidings.store.postgres import PostgresStore
 
-        return PostgresStore.from_url(url)
+        return PostgresStore.from_url(url, components)
     raise ValueError(f"unsupported store URL {url!r} (supported: sqlite:///PATH, postgresql://...)")
 
 
@@ -103,7 +112,14 @@ class Node:
     aggregator: ReceiptAggregator
     presence: PresenceHub
     changelog: ChangeWorkers
+    features: Plugged = field(default_factory=Plugged)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @functools.cached_property
+    def routes(self) -> list[AnyRoute]:
+        """Every HTTP route the node serves: the API's, then each feature's."""
+        api = HttpApi(self.service, self.auth, self.store, self.metrics).routes()
+        return [*api, *self.features.routes]
 
     async def start(self) -> None:
         await self.store.start()
@@ -112,6 +128,7 @@ class Node:
         await self.gateway.load_restore_notice()
         self.gateway.start()
         self.aggregator.start()
+        await self.features.start()
         self.changelog.start()
         log.info(
             "node started", extra={"epoch": self.store.epoch, "store": self.settings.store_url}
@@ -144,6 +161,7 @@ class Node:
     async def stop(self) -> None:
         await self.gateway.stop()
         await self.changelog.stop()
+        await self.features.stop()
         await self.presence.close()
         await self.service.close()
         await self.aggregator.stop()
@@ -159,7 +177,8 @@ class Node:
         the node. For the same reason presence kept in memory on a cluster is
         reported as ``local only`` rather than failing readiness: every node
         of such a cluster is configured alike, and pulling them all would stop
-        chat over a presence mistake.
+        chat over a presence mistake. Features' checks follow; only their
+        critical ones count.
         """
         checks: dict[str, str] = {}
         if self.gateway.draining:
@@ -168,6 +187,7 @@ class Node:
             ("store", self.store.ping),
             ("bus", self.bus.ping),
             ("presence", self.presence.ping),
+            *((check.name, check.probe) for check in self.features.checks),
         )
         for name, probe in probes:
             try:
@@ -181,7 +201,8 @@ class Node:
             checks["presence"] = f"degraded (chat unaffected): {checks['presence']}"
         elif self.settings.presence_local_only:
             checks["presence"] = f"local only: {LOCAL_PRESENCE}"
-        ready = all(checks[name] == "ok" for name in ("store", "bus")) and not self.gateway.draining
+        critical = ("store", "bus", *(c.name for c in self.features.checks if c.critical))
+        ready = all(checks[name] == "ok" for name in critical) and not self.gateway.draining
         return ready, checks
 
 
@@ -192,14 +213,19 @@ def build_node(
     settings: Settings,
     store: Store | None = None,
     bus: Bus | None = None,
+    features: Sequence[Feature] = (),
+    config_file: str | None = None,
     workers: Sequence[ChangeWorker] = (),
 ) -> Node:
-    """The node for ``settings``; ``workers`` follow the store's change log
-    while it runs (none by default: then nothing extra runs)."""
-    store = store if store is not None else open_store(settings)
+    """A node with the built-in features and ``features`` (whose settings are
+    read from ``config_file`` and the environment). The features' workers and
+    ``workers`` follow the store's change log while it runs (none by default:
+    then nothing extra runs)."""
+    every = (*BUILT_IN, *features)
+    store = store if store is not None else open_store(settings, schema_of(every))
     bus = bus if bus is not None else open_bus(settings)
     metrics = Metrics()
-    service = ChatService(store, bus, settings)
+    service = ChatService(store, bus, settings, content_kinds_of(every))
     auth = AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
@@ -220,9 +246,7 @@ def build_node(
         presence,
     )
     changelog = ChangeWorkers(store, metrics, RunnerOptions.from_settings(settings))
-    for worker in workers:
-        changelog.register(worker)
-    return Node(
+    node = Node(
         settings,
         store,
         bus,
@@ -235,6 +259,29 @@ def build_node(
         presence,
         changelog,
     )
+    node.features = Plugged(
+        [feature.plug(_context(node, feature, config_file)) for feature in every]
+    )
+    for worker in [*node.features.workers, *workers]:
+        changelog.register(worker)
+    return node
+
+
+def _context(node: Node, feature: Feature, config_file: str | None) -> FeatureContext:
+    own = None
+    if feature.settings is not None:
+        own = load_section(feature.settings, feature.name, config_file, os.environ)
+    return FeatureContext(
+        node.settings,
+        own,
+        node.store,
+        node.bus,
+        node.service,
+        node.auth,
+        node.metrics,
+        node.readiness,
+        lambda: node.routes,
+    )
 
 
 def create_app(node: Node) -> web.Application:
@@ -243,10 +290,8 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.settings.max_frame_bytes,
     )
     app[NODE_KEY] = node
-    api = HttpApi(node.service, node.auth, node.store, node.metrics).routes()
-    routes = [*api, *ops_routes(node.readiness, node.metrics.render, api)]
     binder = Binder(node.metrics, node.auth, node.settings.max_frame_bytes)
-    app.add_routes([binder.route_def(route) for route in routes])
+    app.add_routes([binder.route_def(route) for route in node.routes])
     app.add_routes(
         [
             web.get(WS_PATH, node.gateway.handle),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ENV_PREFIX = "TIDINGS_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -184,10 +184,12 @@ class Settings:
 
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+T = TypeVar("T")
 
 
 def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
-    kind = _TYPES[str(field.type)]
+    declared = field.type
+    kind = _TYPES[declared if isinstance(declared, str) else getattr(declared, "__name__", "")]
     try:
         if kind is bool:
             if isinstance(raw, bool):
@@ -203,29 +205,60 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Build settings from a TOML file, the environment and explicit overrides."""
+    """Build settings from a TOML file, the environment and explicit overrides.
+
+    Tables inside ``[tidings]`` (``[tidings.search]``) belong to features and
+    are read by :func:`load_section`.
+    """
+    table = _table(config_file, lambda data: data.get("tidings", data))
+    return _load(Settings, table, ENV_PREFIX, config_file, env, overrides)
+
+
+def load_section(
+    kind: type[T], name: str, config_file: str | None = None, env: Mapping[str, str] | None = None
+) -> T:
+    """A feature's own settings: ``kind`` (a frozen dataclass of int, float, str and
+    bool fields) from its defaults < the TOML table ``[tidings.<name>]`` <
+    ``TIDINGS_<NAME>_<FIELD>`` variables, coerced and checked as :class:`Settings` is."""
+    table = _table(config_file, lambda data: data.get("tidings", {}).get(name, {}))
+    return _load(kind, table, f"{ENV_PREFIX}{name.upper()}_", config_file, env, None)
+
+
+def _table(config_file: str | None, pick: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """The settings in ``config_file`` that ``pick`` selects, less features' tables."""
+    if not config_file:
+        return {}
+    with open(config_file, "rb") as fh:
+        table = pick(tomllib.load(fh))
+    return {key: raw for key, raw in table.items() if not isinstance(raw, dict)}
+
+
+def _load(
+    kind: type[T],
+    table: Mapping[str, Any],
+    prefix: str,
+    config_file: str | None,
+    env: Mapping[str, str] | None,
+    overrides: Mapping[str, Any] | None,
+) -> T:
     env = os.environ if env is None else env
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
-    if config_file:
-        with open(config_file, "rb") as fh:
-            data = tomllib.load(fh)
-        section = data.get("tidings", data)
-        for key, raw in section.items():
-            if key not in fields:
-                raise ValueError(f"{config_file}: unknown setting {key!r}")
-            values[key] = _coerce(fields[key], raw, config_file)
+    for key, raw in table.items():
+        if key not in fields:
+            raise ValueError(f"{config_file}: unknown setting {key!r}")
+        values[key] = _coerce(fields[key], raw, config_file or "")
     sources = dict.fromkeys(values, config_file or "")
     for name, field in fields.items():
-        raw_env = env.get(ENV_PREFIX + name.upper())
+        raw_env = env.get(prefix + name.upper())
         if raw_env is not None:
-            values[name] = _coerce(field, raw_env, ENV_PREFIX + name.upper())
-            sources[name] = ENV_PREFIX + name.upper()
+            values[name] = _coerce(field, raw_env, prefix + name.upper())
+            sources[name] = prefix + name.upper()
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[key] = _coerce(fields[key], raw, "--" + key.replace("_", "-"))
             sources[key] = "--" + key.replace("_", "-")
-    settings = Settings(**values)
+    settings = kind(**values)
     for name, source in sources.items():
         _check(name, getattr(settings, name), source)
     return settings

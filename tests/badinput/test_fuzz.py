@@ -34,8 +34,10 @@ from tests.badinput.support import (
 )
 from tests.conftest import RunningServer, make_settings, start_server
 from tests.wire import WAIT_S, Raw
+from tidings.app import BUILT_IN
 from tidings.core import frames
 from tidings.core.errors import ErrorCode
+from tidings.features.host import content_kinds_of
 
 T = TypeVar("T")
 
@@ -97,6 +99,7 @@ FRAME_CLASSES = (
     frames.PresenceSubscribe,
     frames.Ping,
 )
+KINDS = content_kinds_of(BUILT_IN)
 DECODER_CODES = {ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LARGE}
 
 
@@ -121,7 +124,7 @@ decoder_inputs = st.one_of(
 def test_decoder_returns_a_frame_or_raises_frame_error(data: bytes | str) -> None:
     error: frames.FrameError | None = None
     try:
-        frame = frames.decode_client_frame(data, 200)
+        frame = frames.decode_client_frame(data, 200, KINDS)
     except frames.FrameError as exc:
         error = exc
     else:

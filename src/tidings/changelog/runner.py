@@ -17,9 +17,9 @@ import logging
 from dataclasses import dataclass
 
 from tidings.changelog.lease import Lease
-from tidings.changelog.worker import ChangeWorker
 from tidings.core.models import ChangeBatch
 from tidings.core.ports.store import Store
+from tidings.core.workers import ChangeWorker
 from tidings.observability.metrics import Metrics
 from tidings.settings import Settings
 

@@ -7,9 +7,9 @@ import os
 import socket
 
 from tidings.changelog.runner import ChangeRunner, RunnerOptions
-from tidings.changelog.worker import ChangeWorker
 from tidings.core.ids import new_id
 from tidings.core.ports.store import Store
+from tidings.core.workers import ChangeWorker
 from tidings.observability.metrics import Metrics
 
 

@@ -16,6 +16,7 @@ from tidings.settings import Settings
 
 async def create(args: argparse.Namespace, settings: Settings) -> int:
     from tidings.bus.memory import MemoryBus
+    from tidings.core.content_kinds import ContentKinds
     from tidings.core.service import ChatService
 
     async with using_store(settings) as store:
@@ -25,7 +26,8 @@ async def create(args: argparse.Namespace, settings: Settings) -> int:
             if creds is None:
                 raise OperatorError(f"no user {name!r}; `tidings user list` shows the users")
             ids.append(creds.user.user_id)
-        service = ChatService(store, MemoryBus(), settings)
+        # Only creates a conversation: no client content, so only the core's kinds.
+        service = ChatService(store, MemoryBus(), settings, ContentKinds())
         admin = Device("cli", ids[0], "cli", now_ms())
         try:
             conv, created = await service.create_conversation(

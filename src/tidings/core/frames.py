@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 
+from tidings.core.content_kinds import ContentHead, ContentKinds, invalid
 from tidings.core.errors import ErrorCode, TidingsError
 
 # Text a client sends that the store keeps or looks up must not hold a NUL
@@ -29,12 +30,6 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 RequestId = Annotated[str, msgspec.Meta(max_length=128)]
-
-# Content kinds a client may send today. The system kinds (member_added,
-# member_removed) are written by the server only; later issues add edit,
-# delete, reaction, media and e2e here together with their semantics.
-CLIENT_CONTENT_KINDS: frozenset[str] = frozenset({"text"})
-
 
 # -- client -> server frames --------------------------------------------------
 
@@ -150,16 +145,7 @@ CLIENT_FRAME_TYPES = frame_types(ClientFrame)
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _any_decoder = msgspec.json.Decoder()
-
-
-class _ContentHead(msgspec.Struct, frozen=True):
-    """The part of a message content the server looks at; the rest is opaque."""
-
-    kind: str = "text"
-    text: str | None = None
-
-
-_content_decoder = msgspec.json.Decoder(_ContentHead)
+_content_decoder = msgspec.json.Decoder(ContentHead)
 
 
 def _ref_of(obj: dict[Any, Any]) -> str | None:
@@ -170,7 +156,9 @@ def _ref_of(obj: dict[Any, Any]) -> str | None:
     return None
 
 
-def decode_client_frame(data: bytes | str, max_content_bytes: int) -> ClientFrame:
+def decode_client_frame(
+    data: bytes | str, max_content_bytes: int, kinds: ContentKinds
+) -> ClientFrame:
     """Decode and validate one client frame; raise :class:`FrameError` if it is rejected."""
     try:
         frame = _frame_decoder.decode(data)
@@ -178,7 +166,7 @@ def decode_client_frame(data: bytes | str, max_content_bytes: int) -> ClientFram
         raise _diagnose(data, exc) from None
     if isinstance(frame, Send):
         try:
-            check_content(frame.content, max_content_bytes)
+            check_content(frame.content, max_content_bytes, kinds)
         except TidingsError as exc:
             ref = frame.id if frame.id is not None else frame.client_msg_id
             raise FrameError(exc.code, exc.message, ref) from None
@@ -206,8 +194,11 @@ def _diagnose(data: bytes | str, exc: Exception) -> FrameError:
     return FrameError(ErrorCode.BAD_FRAME, f"invalid {kind} frame: {exc}", ref)
 
 
-def check_content(content: msgspec.Raw | bytes, max_content_bytes: int) -> None:
-    """Reject content that is too large, not an object, or of a kind clients may not send."""
+def check_content(
+    content: msgspec.Raw | bytes, max_content_bytes: int, kinds: ContentKinds
+) -> None:
+    """Reject content that is too large, not an object, of a kind clients may
+    not send, or invalid as its kind (``kinds`` says what each kind needs)."""
     raw = bytes(content)
     if len(raw) > max_content_bytes:
         raise TidingsError(
@@ -216,16 +207,17 @@ def check_content(content: msgspec.Raw | bytes, max_content_bytes: int) -> None:
         )
     try:
         head = _content_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise TidingsError(ErrorCode.BAD_FRAME, f"invalid content: {exc}") from None
-    except msgspec.DecodeError:
-        raise TidingsError(ErrorCode.BAD_FRAME, "content is not valid JSON") from None
-    if head.kind not in CLIENT_CONTENT_KINDS:
+    except msgspec.DecodeError as exc:
+        raise invalid(exc) from None
+    kind = kinds.sendable.get(head.kind)
+    if kind is None:
         raise TidingsError(
             ErrorCode.BAD_FRAME, f"content kind {head.kind[:64]!r} cannot be sent by clients"
         )
-    if head.kind == "text" and head.text is None:
-        raise TidingsError(ErrorCode.BAD_FRAME, "text content needs a string field 'text'")
+    if head.text is None and kind.needs_text:
+        raise TidingsError(ErrorCode.BAD_FRAME, f"{head.kind} content needs a string field 'text'")
+    if kind.validate is not None:
+        kind.validate(raw)
 
 
 # Counters (seqs, store versions) fit in 53 bits: they travel as JSON numbers.

@@ -15,9 +15,11 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import msgspec
 
+from tidings.core.content_kinds import ContentKinds, MembershipEvent
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import (
     BusEvent,
@@ -82,8 +84,10 @@ def msg_frame(message: Message) -> bytes:
 
 
 class ChatService:
-    def __init__(self, store: Store, bus: Bus, settings: Settings) -> None:
+    def __init__(self, store: Store, bus: Bus, settings: Settings, kinds: ContentKinds) -> None:
         self._store = store
+        self.content_kinds = kinds
+        """The content kinds this node's clients may send (features add theirs)."""
         self._bus = bus
         self._settings = settings
         self._unpublished: deque[tuple[str, bytes]] = deque()
@@ -250,10 +254,10 @@ class ChatService:
                 ErrorCode.BAD_REQUEST,
                 f"a group has at most {self._settings.max_group_members} members",
             )
-        kind = "member_added" if added else "member_removed"
-        content = msgspec.json.encode(
-            {"kind": kind, "user_ids": added or removed, "by": actor.user_id}
+        kind: Literal["member_added", "member_removed"] = (
+            "member_added" if added else "member_removed"
         )
+        content = encode(MembershipEvent(kind, added or removed, actor.user_id))
         event = NewMessage(
             conversation_id=conversation_id,
             sender_id=actor.user_id,
@@ -302,7 +306,7 @@ class ChatService:
         origin_session: str = "",
     ) -> AppendResult:
         """Persist a message (at most once per client_msg_id) and fan it out."""
-        check_content(content, self._settings.max_content_bytes)
+        check_content(content, self._settings.max_content_bytes, self.content_kinds)
         self._send_limiter.check(device.user_id)
         result = await self._store.append(
             NewMessage(

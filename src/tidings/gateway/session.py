@@ -164,7 +164,9 @@ class SessionHandler:
         conn.last_recv = now
         limited = self._over_rate(conn, now) if conn.state is State.OPEN else None
         try:
-            frame = decode_client_frame(data, self._settings.max_content_bytes)
+            frame = decode_client_frame(
+                data, self._settings.max_content_bytes, self._service.content_kinds
+            )
         except FrameError as exc:
             self._metrics.frame_in("other")
             if conn.state is State.AWAITING_HELLO:

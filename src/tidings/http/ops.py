@@ -24,9 +24,11 @@ _DOCUMENT = Media("application/json", {"type": "object"})
 
 
 def ops_routes(
-    readiness: Readiness, render_metrics: Render, api: Sequence[AnyRoute]
+    readiness: Readiness, render_metrics: Render, documented: Callable[[], Sequence[AnyRoute]]
 ) -> list[AnyRoute]:
-    """The operator routes; ``/openapi.json`` documents ``api`` and these."""
+    """The operator routes; ``/openapi.json`` documents ``documented()``: every
+    route of the node, these included, known only once every feature has
+    plugged in (so the document is built at its first request, then kept)."""
 
     async def healthz(_: Call[NoParams, None]) -> web.Response:
         return json_response(schemas.HealthOut("ok"))
@@ -40,10 +42,14 @@ def ops_routes(
     async def metrics(_: Call[NoParams, None]) -> web.Response:
         return web.Response(body=render_metrics(), content_type="text/plain", charset="utf-8")
 
-    async def openapi_json(_: Call[NoParams, None]) -> web.Response:
-        return web.Response(body=document, content_type="application/json")
+    document: list[bytes] = []
 
-    ours: list[AnyRoute] = [
+    async def openapi_json(_: Call[NoParams, None]) -> web.Response:
+        if not document:
+            document.append(msgspec.json.encode(build_openapi(documented())))
+        return web.Response(body=document[0], content_type="application/json")
+
+    return [
         Route(
             "GET",
             "/healthz",
@@ -85,5 +91,3 @@ def ops_routes(
             auth=False,
         ),
     ]
-    document = msgspec.json.encode(build_openapi([*api, *ours]))
-    return ours

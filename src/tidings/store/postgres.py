@@ -94,9 +94,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
-from importlib import resources
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -124,6 +122,7 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.core.schema import SchemaComponent
 from tidings.store import postgres_changes, postgres_lock, postgres_restores
 from tidings.store.postgres_batches import (
     APPEND_BATCH_MAX,
@@ -141,6 +140,7 @@ from tidings.store.postgres_errors import (
     translate,
 )
 from tidings.store.rules import change_batch, new_conversation
+from tidings.store.shipped import COMPONENT_TABLE, shipped
 
 __all__ = ["PostgresStore", "migrate"]
 
@@ -220,7 +220,6 @@ _ROLLED_BACK: tuple[type[BaseException], ...] = (
 )
 
 _NO_UPPER_BOUND = 2**63 - 1  # the largest bigint: "no before_seq"
-_MIGRATION_FILE = re.compile(r"^postgres_(\d{3})_[a-z0-9_]+\.sql$")
 
 
 def _pg_text(value: str) -> bool:
@@ -294,18 +293,12 @@ async def installed_schema_version(url: str) -> int:
 # -- migrations ----------------------------------------------------------------
 def _migrations() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of every shipped PostgreSQL migration, in order."""
-    found: list[tuple[int, str, str]] = []
-    folder = resources.files("tidings.store").joinpath("migrations")
-    for entry in folder.iterdir():
-        match = _MIGRATION_FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
-    found.sort()
-    return found
+    return shipped("tidings.store", "postgres")
 
 
-async def migrate(conn: Any) -> str:
-    """Bring the schema up to date and make sure the store has an epoch; return it.
+async def migrate(conn: Any, components: Sequence[SchemaComponent] = ()) -> str:
+    """Bring the schema, then each feature's ``components``, up to date and make
+    sure the store has an epoch; return it.
 
     One transaction, entered under a transaction-level advisory lock: nodes
     starting together apply each migration once (the others wait, then find
@@ -331,11 +324,35 @@ async def migrate(conn: Any) -> str:
                 name,
                 now_ms(),
             )
+        for component in components:
+            await _migrate_component(conn, component)
         await conn.execute(
             "INSERT INTO meta (singleton, epoch) VALUES (1, $1) ON CONFLICT (singleton) DO NOTHING",
             new_id("e"),
         )
         return str(await conn.fetchval("SELECT epoch FROM meta"))
+
+
+async def _migrate_component(conn: Any, component: SchemaComponent) -> None:
+    """Apply a feature's pending migrations (inside :func:`migrate`'s transaction)."""
+    await conn.execute(COMPONENT_TABLE)
+    rows = await conn.fetch(
+        "SELECT version FROM component_schema WHERE component = $1", component.name
+    )
+    applied = {int(row["version"]) for row in rows}
+    for version, name, script in shipped(component.package, "postgres"):
+        if version in applied:
+            continue
+        log.info("applying postgres migration %s of %s", name, component.name)
+        await conn.execute(script)
+        await conn.execute(
+            "INSERT INTO component_schema (component, version, name, applied_at)"
+            " VALUES ($1, $2, $3, $4)",
+            component.name,
+            version,
+            name,
+            now_ms(),
+        )
 
 
 # -- row mapping -------------------------------------------------------------------
@@ -449,12 +466,14 @@ class PostgresStore:
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
         cursor_batch_max: int = CURSOR_BATCH_MAX,
         append_batch_max: int = APPEND_BATCH_MAX,
+        components: Sequence[SchemaComponent] = (),
     ) -> None:
         if not url.startswith(URL_PREFIXES):
             raise ValueError(f"not a postgresql URL: {url!r}")
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(f"bad pool size: min_size={min_size}, max_size={max_size}")
         self._url = url
+        self._components = tuple(components)
         self._min_size = min_size
         self._max_size = max_size
         self._acquire_timeout_s = acquire_timeout_s
@@ -468,9 +487,9 @@ class PostgresStore:
         self._appends = Batcher(self._send_append_batch, append_batch_max, "append")
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, components: Sequence[SchemaComponent] = ()) -> PostgresStore:
         """Open ``postgresql://user[:password]@host[:port]/database[?options]``."""
-        return cls(url)
+        return cls(url, components=components)
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -502,7 +521,7 @@ class PostgresStore:
             raise translate(exc) from exc
         try:
             async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                self._epoch = await migrate(conn)
+                self._epoch = await migrate(conn, self._components)
             self._users = await postgres_lock.hold_shared(self._url, CONNECT_TIMEOUT_S)
         except Exception as exc:
             await self._close_pool(pool)

@@ -31,11 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
@@ -61,9 +59,11 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.core.schema import SchemaComponent
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
 from tidings.store import sqlite_changes, sqlite_restores
 from tidings.store.rules import new_conversation
+from tidings.store.shipped import COMPONENT_TABLE, shipped
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
     LogWrites,
@@ -109,20 +109,11 @@ URL_PREFIX = "sqlite://"
 
 _NO_UPPER_BOUND = 2**63 - 1  # the largest SQLite integer: "no before_seq"
 
-_MIGRATION_FILE = re.compile(r"^sqlite_(\d{3})_[a-z0-9_]+\.sql$")
-
 
 # -- migrations ----------------------------------------------------------------
 def _migrations() -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of every shipped migration, in order."""
-    found: list[tuple[int, str, str]] = []
-    folder = resources.files("tidings.store").joinpath("migrations")
-    for entry in folder.iterdir():
-        match = _MIGRATION_FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
-    found.sort()
-    return found
+    return shipped("tidings.store", "sqlite")
 
 
 def known_schema() -> dict[int, str]:
@@ -143,8 +134,9 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def migrate(conn: sqlite3.Connection) -> str:
-    """Bring the schema up to date and make sure the store has an epoch; return it.
+def migrate(conn: sqlite3.Connection, components: Sequence[SchemaComponent] = ()) -> str:
+    """Bring the schema, then each feature's ``components``, up to date and make
+    sure the store has an epoch; return it.
 
     Everything happens in one IMMEDIATE transaction, so two processes starting
     on the same file cannot both apply a migration, and a failing migration
@@ -167,6 +159,8 @@ def migrate(conn: sqlite3.Connection) -> str:
                 "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                 (version, name, now_ms()),
             )
+        for component in components:
+            _migrate_component(conn, component)
         conn.execute(
             "INSERT INTO meta (singleton, epoch, version) VALUES (1, ?, 0)"
             " ON CONFLICT (singleton) DO NOTHING",
@@ -179,6 +173,28 @@ def migrate(conn: sqlite3.Connection) -> str:
             conn.execute("ROLLBACK")
         raise
     return str(epoch)
+
+
+def _migrate_component(conn: sqlite3.Connection, component: SchemaComponent) -> None:
+    """Apply a feature's pending migrations (inside :func:`migrate`'s transaction)."""
+    conn.execute(COMPONENT_TABLE)
+    applied = {
+        version
+        for (version,) in conn.execute(
+            "SELECT version FROM component_schema WHERE component = ?", (component.name,)
+        )
+    }
+    for version, name, script in shipped(component.package, "sqlite"):
+        if version in applied:
+            continue
+        log.info("applying sqlite migration %s of %s", name, component.name)
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO component_schema (component, version, name, applied_at)"
+            " VALUES (?, ?, ?, ?)",
+            (component.name, version, name, now_ms()),
+        )
 
 
 _REVOKE_USER_DEVICES = "UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
@@ -244,7 +260,12 @@ class SqliteStore:
     """
 
     def __init__(
-        self, path: str, synchronous: str = "full", *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+        self,
+        path: str,
+        synchronous: str = "full",
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        components: Sequence[SchemaComponent] = (),
     ) -> None:
         mode = synchronous.lower()
         if mode not in SYNCHRONOUS_MODES:
@@ -257,6 +278,7 @@ class SqliteStore:
         self._path = Path(path).expanduser().resolve()
         self._synchronous = mode
         self._busy_timeout_ms = int(busy_timeout_ms)
+        self._components = tuple(components)
         self._epoch = ""
         self._lock = StoreLock(str(self._path))
         self._writer = SqliteWriter(self._connect_writer)
@@ -268,7 +290,11 @@ class SqliteStore:
 
     @classmethod
     def from_url(
-        cls, url: str, synchronous: str = "full", busy_timeout_ms: int = BUSY_TIMEOUT_MS
+        cls,
+        url: str,
+        synchronous: str = "full",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        components: Sequence[SchemaComponent] = (),
     ) -> SqliteStore:
         """Open ``sqlite:///abs/path/tidings.db`` (three slashes: an absolute path)."""
         if not url.startswith(URL_PREFIX):
@@ -276,7 +302,7 @@ class SqliteStore:
         path = unquote(url[len(URL_PREFIX) :].split("?", 1)[0])
         if not path.startswith("/"):
             raise ValueError(f"sqlite URL needs an absolute path (sqlite:///...): {url!r}")
-        return cls(path, synchronous, busy_timeout_ms=busy_timeout_ms)
+        return cls(path, synchronous, busy_timeout_ms=busy_timeout_ms, components=components)
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -409,7 +435,7 @@ class SqliteStore:
         return await self._writer.submit("write_pragmas", op)
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
-        self._epoch = migrate(conn)
+        self._epoch = migrate(conn, self._components)
 
     def _connect_writer(self) -> sqlite3.Connection:
         # Statements run on the event loop, BEGIN and COMMIT on the writer's

@@ -1,4 +1,12 @@
-"""What a change-log worker implements."""
+"""What a change-log worker implements: the port between features and the runner.
+
+Search indexes, push senders and moderation queues all follow the store's
+change stream after the fact, off the send path. A feature declares its
+workers; the runner that feeds them (reading the change log, saving the
+position, leases, retries) lives in ``tidings.changelog``. This module only
+names the shape, so that a feature and the runner agree without importing
+each other.
+"""
 
 from __future__ import annotations
 
