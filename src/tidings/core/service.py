@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import (
     BusEvent,
@@ -195,11 +196,7 @@ class ChatService:
     async def create_conversation(
         self, creator: Device, kind: ConversationKind, members: Sequence[str], title: str | None
     ) -> tuple[Conversation, bool]:
-        others = sorted({m for m in members if m != creator.user_id})
-        if kind is ConversationKind.DIRECT and len(others) != 1:
-            raise TidingsError(
-                ErrorCode.BAD_REQUEST, "a direct conversation has exactly one other member"
-            )
+        others = sorted(new_conversation(kind, creator.user_id, members).others)
         if len(others) + 1 > self._settings.max_group_members:
             raise TidingsError(
                 ErrorCode.BAD_REQUEST,

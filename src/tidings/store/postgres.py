@@ -101,6 +101,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
 from tidings.core.loop import LoopRef
@@ -138,7 +139,6 @@ from tidings.store.postgres_errors import (
     store_closed,
     translate,
 )
-from tidings.store.rules import new_conversation
 
 __all__ = ["PostgresStore", "migrate"]
 
