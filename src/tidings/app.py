@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from tidings.bus.memory import MemoryBus
+from tidings.core.accounts import AccountService
 from tidings.core.auth import AuthService
 from tidings.core.errors import TidingsError
 from tidings.core.membership import MemberCache
 from tidings.core.ports.bus import Bus
 from tidings.core.ports.presence import PresenceStore
 from tidings.core.ports.store import Store
+from tidings.core.publisher import Publisher
 from tidings.core.service import ChatService
 from tidings.gateway.fanout import Fanout
 from tidings.gateway.presence import PresenceHub
@@ -93,8 +95,10 @@ class Node:
     store: Store
     bus: Bus
     metrics: Metrics
+    publisher: Publisher
     service: ChatService
     auth: AuthService
+    accounts: AccountService
     gateway: Gateway
     fanout: Fanout
     aggregator: ReceiptAggregator
@@ -128,7 +132,7 @@ class Node:
             # A connection may get a message twice here (the republished
             # event and the repair); clients deduplicate by (conversation, seq)
             # as the protocol requires, and nothing can be missed.
-            published = await self.service.republish()
+            published = await self.publisher.republish()
             repaired = await self.gateway.repair()
             log.info(
                 "healed after a bus gap", extra={"republished": published, "repaired": repaired}
@@ -139,7 +143,7 @@ class Node:
     async def stop(self) -> None:
         await self.gateway.stop()
         await self.presence.close()
-        await self.service.close()
+        await self.publisher.close()
         await self.aggregator.stop()
         await self.fanout.close()
         await self.bus.close()
@@ -186,16 +190,18 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
     store = store if store is not None else open_store(settings)
     bus = bus if bus is not None else open_bus(settings)
     metrics = Metrics()
-    service = ChatService(store, bus, settings)
+    publisher = Publisher(bus)
+    service = ChatService(store, publisher, settings, metrics.messages_persisted.inc)
     auth = AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
+    accounts = AccountService(store, publisher)
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
     presence = PresenceHub(open_presence(settings), bus, registry, members, metrics, settings)
-    handler = SessionHandler(service, auth, store, registry, metrics, settings, presence)
-    redeliverer = Redeliverer(store, metrics, settings.redelivery_ms / 1000)
+    handler = SessionHandler(service, auth, registry, metrics, settings, presence)
+    redeliverer = Redeliverer(service, metrics, settings.redelivery_ms / 1000)
     gateway = Gateway(handler, registry, metrics, settings, redeliverer, presence)
     aggregator = ReceiptAggregator(
-        store, registry, metrics, settings.receipt_summary_interval_ms / 1000
+        service, registry, metrics, settings.receipt_summary_interval_ms / 1000
     )
     fanout = Fanout(
         registry,
@@ -203,10 +209,23 @@ def build_node(settings: Settings, store: Store | None = None, bus: Bus | None =
         metrics,
         settings.receipt_detail_max_members,
         aggregator,
-        gateway.close_device,
+        gateway.close_sessions,
         presence,
     )
-    return Node(settings, store, bus, metrics, service, auth, gateway, fanout, aggregator, presence)
+    return Node(
+        settings,
+        store,
+        bus,
+        metrics,
+        publisher,
+        service,
+        auth,
+        accounts,
+        gateway,
+        fanout,
+        aggregator,
+        presence,
+    )
 
 
 def create_app(node: Node) -> web.Application:
@@ -215,7 +234,7 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.settings.max_frame_bytes,
     )
     app[NODE_KEY] = node
-    api = HttpApi(node.service, node.auth, node.store, node.metrics).routes()
+    api = HttpApi(node.service, node.auth, node.accounts).routes()
     routes = [*api, *ops_routes(node.readiness, node.metrics.render, api)]
     binder = Binder(node.metrics, node.auth, node.settings.max_frame_bytes)
     app.add_routes([binder.route_def(route) for route in routes])
