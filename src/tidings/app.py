@@ -19,12 +19,14 @@ from aiohttp import web
 from tidings.bus.memory import MemoryBus
 from tidings.changelog.runner import RunnerOptions
 from tidings.changelog.workers import ChangeWorkers
+from tidings.core.accounts import AccountService
 from tidings.core.auth import AuthService
 from tidings.core.errors import TidingsError
 from tidings.core.membership import MemberCache
 from tidings.core.ports.bus import Bus
 from tidings.core.ports.presence import PresenceStore
 from tidings.core.ports.store import Store
+from tidings.core.publisher import Publisher
 from tidings.core.schema import SchemaComponent
 from tidings.core.service import ChatService
 from tidings.core.workers import ChangeWorker
@@ -105,8 +107,10 @@ class Node:
     store: Store
     bus: Bus
     metrics: Metrics
+    publisher: Publisher
     service: ChatService
     auth: AuthService
+    accounts: AccountService
     gateway: Gateway
     fanout: Fanout
     aggregator: ReceiptAggregator
@@ -118,7 +122,7 @@ class Node:
     @functools.cached_property
     def routes(self) -> list[AnyRoute]:
         """Every HTTP route the node serves: the API's, then each feature's."""
-        api = HttpApi(self.service, self.auth, self.store, self.metrics).routes()
+        api = HttpApi(self.service, self.auth, self.accounts).routes()
         return [*api, *self.features.routes]
 
     async def start(self) -> None:
@@ -150,7 +154,7 @@ class Node:
             # A connection may get a message twice here (the republished
             # event and the repair); clients deduplicate by (conversation, seq)
             # as the protocol requires, and nothing can be missed.
-            published = await self.service.republish()
+            published = await self.publisher.republish()
             repaired = await self.gateway.repair()
             log.info(
                 "healed after a bus gap", extra={"republished": published, "repaired": repaired}
@@ -163,7 +167,7 @@ class Node:
         await self.changelog.stop()
         await self.features.stop()
         await self.presence.close()
-        await self.service.close()
+        await self.publisher.close()
         await self.aggregator.stop()
         await self.fanout.close()
         await self.bus.close()
@@ -225,16 +229,20 @@ def build_node(
     store = store if store is not None else open_store(settings, schema_of(every))
     bus = bus if bus is not None else open_bus(settings)
     metrics = Metrics()
-    service = ChatService(store, bus, settings, content_kinds_of(every))
+    publisher = Publisher(bus)
+    service = ChatService(
+        store, publisher, settings, content_kinds_of(every), metrics.messages_persisted.inc
+    )
     auth = AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
+    accounts = AccountService(store, publisher)
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
     presence = PresenceHub(open_presence(settings), bus, registry, members, metrics, settings)
-    handler = SessionHandler(service, auth, store, registry, metrics, settings, presence)
-    redeliverer = Redeliverer(store, metrics, settings.redelivery_ms / 1000)
+    handler = SessionHandler(service, auth, registry, metrics, settings, presence)
+    redeliverer = Redeliverer(service, metrics, settings.redelivery_ms / 1000)
     gateway = Gateway(handler, registry, metrics, settings, redeliverer, presence)
     aggregator = ReceiptAggregator(
-        store, registry, metrics, settings.receipt_summary_interval_ms / 1000
+        service, registry, metrics, settings.receipt_summary_interval_ms / 1000
     )
     fanout = Fanout(
         registry,
@@ -242,7 +250,7 @@ def build_node(
         metrics,
         settings.receipt_detail_max_members,
         aggregator,
-        gateway.close_device,
+        gateway.close_sessions,
         presence,
     )
     changelog = ChangeWorkers(store, metrics, RunnerOptions.from_settings(settings))
@@ -251,8 +259,10 @@ def build_node(
         store,
         bus,
         metrics,
+        publisher,
         service,
         auth,
+        accounts,
         gateway,
         fanout,
         aggregator,

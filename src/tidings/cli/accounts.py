@@ -1,7 +1,9 @@
 """``tidings user add | list | disable | enable | reset``.
 
 The rules for names and passwords are the HTTP API's (``core/auth.py``), so
-an account the CLI creates is one the API would have accepted.
+an account the CLI creates is one the API would have accepted; every change
+goes through the core's services (cli/services.py), so disabling an account
+also closes its open sessions on nodes that share a Redis bus.
 """
 
 from __future__ import annotations
@@ -16,16 +18,13 @@ import time
 import msgspec
 
 from tidings.cli.errors import OperatorError
-from tidings.cli.store_access import using_store
-from tidings.core.auth import AuthService, check_password, check_username
+from tidings.cli.services import using_services
+from tidings.core.auth import check_password, check_username
 from tidings.core.errors import TidingsError
-from tidings.core.ids import now_ms
-from tidings.core.models import Account, User
-from tidings.core.ports.store import Store
+from tidings.core.models import Account
 from tidings.settings import Settings
 
 PASSWORD_ENV = "TIDINGS_NEW_PASSWORD"
-LIST_PAGE = 500
 
 
 def new_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -43,26 +42,15 @@ def new_password(args: argparse.Namespace) -> tuple[str, bool]:
     return password, False
 
 
-def _auth(store: Store, settings: Settings) -> AuthService:
-    return AuthService(store, settings.password_hash_memory_kib, settings.password_hash_time_cost)
-
-
-async def _user(store: Store, name: str) -> User:
-    creds = await store.get_credentials(name)
-    if creds is None:
-        raise OperatorError(f"no user {name!r}; `tidings user list` shows the users")
-    return creds.user
-
-
 async def add(args: argparse.Namespace, settings: Settings) -> int:
     try:
         check_username(args.name)
     except TidingsError as exc:
         raise OperatorError(exc.message) from exc
     password, generated = new_password(args)
-    async with using_store(settings) as store:
+    async with using_services(settings) as services:
         try:
-            user = await _auth(store, settings).register(args.name, password)
+            user = await services.auth.register(args.name, password)
         except TidingsError as exc:
             raise OperatorError(f"cannot add {args.name!r}: {exc.message}") from exc
     out = {"user_id": user.user_id, "username": user.username}
@@ -73,15 +61,8 @@ async def add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def list_accounts(args: argparse.Namespace, settings: Settings) -> int:
-    async with using_store(settings) as store:
-        after = ""
-        rows: list[Account] = []
-        while True:
-            page = await store.list_accounts(after, LIST_PAGE)
-            rows.extend(page)
-            if len(page) < LIST_PAGE:
-                break
-            after = page[-1].user.username
+    async with using_services(settings) as services:
+        rows = await services.accounts.list_accounts()
     if args.json:
         for account in rows:
             print(msgspec.json.encode(_account_json(account)).decode())
@@ -119,9 +100,9 @@ async def enable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _set_disabled(name: str, disabled: bool, settings: Settings) -> int:
-    async with using_store(settings) as store:
-        user = await _user(store, name)
-        changed = await store.set_disabled(user.user_id, disabled, now_ms())
+    async with using_services(settings) as services:
+        user = await services.find(name)
+        changed = await services.accounts.set_disabled(user.user_id, disabled)
     state = "disabled" if disabled else "enabled"
     print(
         msgspec.json.encode(
@@ -133,9 +114,9 @@ async def _set_disabled(name: str, disabled: bool, settings: Settings) -> int:
 
 async def reset(args: argparse.Namespace, settings: Settings) -> int:
     password, generated = new_password(args)
-    async with using_store(settings) as store:
-        user = await _user(store, args.name)
-        revoked = await _auth(store, settings).reset_password(user.user_id, password)
+    async with using_services(settings) as services:
+        user = await services.find(args.name)
+        revoked = await services.auth.reset_password(user.user_id, password)
     out: dict[str, object] = {
         "user_id": user.user_id,
         "username": user.username,

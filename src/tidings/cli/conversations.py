@@ -1,4 +1,5 @@
-"""``tidings conversation create``: a conversation between existing users."""
+"""``tidings conversation create``: a conversation between existing users,
+announced on the configured bus as the API announces one (cli/services.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import msgspec
 
 from tidings.cli.errors import OperatorError
-from tidings.cli.store_access import using_store
+from tidings.cli.services import using_services
 from tidings.core.errors import TidingsError
 from tidings.core.ids import now_ms
 from tidings.core.models import ConversationKind, Device
@@ -15,22 +16,11 @@ from tidings.settings import Settings
 
 
 async def create(args: argparse.Namespace, settings: Settings) -> int:
-    from tidings.bus.memory import MemoryBus
-    from tidings.core.content_kinds import ContentKinds
-    from tidings.core.service import ChatService
-
-    async with using_store(settings) as store:
-        ids = []
-        for name in [args.creator, *args.members]:
-            creds = await store.get_credentials(name)
-            if creds is None:
-                raise OperatorError(f"no user {name!r}; `tidings user list` shows the users")
-            ids.append(creds.user.user_id)
-        # Only creates a conversation: no client content, so only the core's kinds.
-        service = ChatService(store, MemoryBus(), settings, ContentKinds())
+    async with using_services(settings) as services:
+        ids = [(await services.find(name)).user_id for name in [args.creator, *args.members]]
         admin = Device("cli", ids[0], "cli", now_ms())
         try:
-            conv, created = await service.create_conversation(
+            conv, created = await services.chat.create_conversation(
                 admin, ConversationKind(args.kind), ids[1:], args.title
             )
         except TidingsError as exc:

@@ -47,6 +47,14 @@ class RevokedEvent(msgspec.Struct, tag="revoked", frozen=True):
     device_id: str
 
 
+class DisabledEvent(msgspec.Struct, tag="disabled", frozen=True):
+    """Published on a user's topic when their account is disabled (its tokens
+    are revoked in the same transaction): the nodes holding the user's
+    connections close every one of them, as they close a logged-out device's."""
+
+    user_id: str
+
+
 class TypingEvent(msgspec.Struct, tag="typing", frozen=True):
     """A typing indicator, relayed live and never stored: a node that misses it
     (or a client that reconnects) gets only what is live now, from presence."""
@@ -57,7 +65,7 @@ class TypingEvent(msgspec.Struct, tag="typing", frozen=True):
     expires_ms: int
 
 
-BusEvent = MessageEvent | ReceiptEvent | JoinedEvent | RevokedEvent | TypingEvent
+BusEvent = MessageEvent | ReceiptEvent | JoinedEvent | RevokedEvent | DisabledEvent | TypingEvent
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusEvent)

@@ -10,28 +10,24 @@ and Redis across nodes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
 
 from tidings.core.content_kinds import ContentKinds, MembershipEvent
+from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import (
-    BusEvent,
     JoinedEvent,
     MessageEvent,
     ReceiptEvent,
     RevokedEvent,
     conversation_topic,
-    encode_event,
     user_topic,
 )
-from tidings.core.frames import Msg, check_content, encode, parse_count
+from tidings.core.frames import Ack, Msg, check_content, encode, parse_count
 from tidings.core.ids import new_id, now_ms
 from tidings.core.models import (
     AppendResult,
@@ -43,22 +39,18 @@ from tidings.core.models import (
     Member,
     Message,
     NewMessage,
+    ReceiptCounts,
+    ReconcileGap,
+    ReconcileReport,
+    Restore,
     Role,
 )
-from tidings.core.ports.bus import Bus
 from tidings.core.ports.store import Store
+from tidings.core.publisher import Publisher
 from tidings.core.ratelimit import KeyedRateLimiter
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.messages")
-
-
-# Events held while the bus is unreachable, at most: beyond that the oldest are
-# dropped (their messages are durable; recipients get them by sync).
-MAX_UNPUBLISHED = 10_000
-# Held events are retried this often, doubling up to the maximum, until sent.
-REPUBLISH_RETRY_S = 0.2
-REPUBLISH_RETRY_MAX_S = 5.0
 
 
 class SyncAnswer(msgspec.Struct, frozen=True):
@@ -83,16 +75,44 @@ def msg_frame(message: Message) -> bytes:
     )
 
 
+def ack(result: AppendResult, ref: str | None = None) -> Ack:
+    """The ``ack`` of a send, the one way both transports answer one (HTTP
+    sends its fields without the frame's ``type`` and ``id``). A plain
+    function that allocates only the frame, as the gateway did inline: it runs
+    once per message on the send path."""
+    message = result.message
+    return Ack(
+        client_msg_id=message.client_msg_id,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        message_id=message.message_id,
+        ts=message.ts,
+        duplicate=result.duplicate,
+        id=ref,
+    )
+
+
+def _uncounted() -> None:
+    """The persisted-message count of a process that keeps none (an admin command)."""
+
+
 class ChatService:
-    def __init__(self, store: Store, bus: Bus, settings: Settings, kinds: ContentKinds) -> None:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        settings: Settings,
+        kinds: ContentKinds,
+        count_persisted: Callable[[], None] = _uncounted,
+    ) -> None:
+        """``kinds`` are the content kinds this node's clients may send (features
+        add theirs); ``count_persisted`` is called once for every message a send
+        stores (not for a duplicate): the node's ``messages_persisted`` metric."""
         self._store = store
         self.content_kinds = kinds
-        """The content kinds this node's clients may send (features add theirs)."""
-        self._bus = bus
+        self._publisher = publisher
+        self._count_persisted = count_persisted
         self._settings = settings
-        self._unpublished: deque[tuple[str, bytes]] = deque()
-        self._drainer: asyncio.Task[None] | None = None
-        self._dropped_unpublished = 0
         self._send_limiter = KeyedRateLimiter(
             settings.send_rate_per_s, settings.send_burst, "messages"
         )
@@ -100,23 +120,6 @@ class ChatService:
     @property
     def epoch(self) -> str:
         return self._store.epoch
-
-    async def _publish(self, topic: str, event: BusEvent) -> None:
-        # The bus is the fast path only: if it fails, the message is durable,
-        # the send still succeeds, and the event waits here to be published
-        # again when the bus is back (other nodes' clients would otherwise
-        # learn of it only at their next sync).
-        payload = encode_event(event)
-        if self._unpublished:
-            self._hold(topic, payload)  # keep order behind earlier failures
-            return
-        try:
-            await self._bus.publish(topic, payload)
-        except Exception as exc:
-            log.warning(
-                "bus publish failed; holding the event", extra={"topic": topic, "error": str(exc)}
-            )
-            self._hold(topic, payload)
 
     async def _publish_message(
         self,
@@ -128,7 +131,7 @@ class ChatService:
         added: Sequence[str] = (),
     ) -> None:
         """Publish a stored message, with its ``msg`` frame encoded once for all nodes."""
-        await self._publish(
+        await self._publisher.publish(
             conversation_topic(message.conversation_id),
             MessageEvent(
                 conversation_id=message.conversation_id,
@@ -142,55 +145,10 @@ class ChatService:
             ),
         )
 
-    def _hold(self, topic: str, payload: bytes) -> None:
-        if len(self._unpublished) >= MAX_UNPUBLISHED:
-            self._unpublished.popleft()
-            self._dropped_unpublished += 1
-        self._unpublished.append((topic, payload))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain_held())
-
-    async def _drain_held(self) -> None:
-        """Keep trying to publish the held events until none is left: the bus's
-        reconnect triggers ``republish`` at once, but its publishing side may
-        come back a moment later, and nothing may stay held behind that."""
-        delay = REPUBLISH_RETRY_S
-        while self._unpublished:
-            await asyncio.sleep(delay)
-            await self.republish()
-            delay = min(delay * 2, REPUBLISH_RETRY_MAX_S)
-
-    async def close(self) -> None:
-        """Stop retrying held events (they are durable; clients repair by sync)."""
-        if self._drainer is not None:
-            self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
-
-    async def republish(self) -> int:
-        """Publish, in order, the events held while the bus was unreachable."""
-        published = 0
-        while self._unpublished:
-            topic, payload = self._unpublished[0]
-            try:
-                await self._bus.publish(topic, payload)
-            except Exception:
-                log.warning("bus still unreachable", extra={"held": len(self._unpublished)})
-                break
-            self._unpublished.popleft()
-            published += 1
-        if self._dropped_unpublished:
-            log.warning(
-                "events dropped while the bus was down; clients repair them by sync",
-                extra={"dropped": self._dropped_unpublished},
-            )
-            self._dropped_unpublished = 0
-        return published
-
     async def logout(self, device: Device) -> None:
         """Revoke the device's token and end its open sessions on every node."""
         await self._store.revoke_device(device.device_id)
-        await self._publish(
+        await self._publisher.publish(
             user_topic(device.user_id), RevokedEvent(device.user_id, device.device_id)
         )
 
@@ -199,11 +157,7 @@ class ChatService:
     async def create_conversation(
         self, creator: Device, kind: ConversationKind, members: Sequence[str], title: str | None
     ) -> tuple[Conversation, bool]:
-        others = sorted({m for m in members if m != creator.user_id})
-        if kind is ConversationKind.DIRECT and len(others) != 1:
-            raise TidingsError(
-                ErrorCode.BAD_REQUEST, "a direct conversation has exactly one other member"
-            )
+        others = sorted(new_conversation(kind, creator.user_id, members).others)
         if len(others) + 1 > self._settings.max_group_members:
             raise TidingsError(
                 ErrorCode.BAD_REQUEST,
@@ -214,7 +168,7 @@ class ChatService:
         )
         if created:
             for user_id in [creator.user_id, *others]:
-                await self._publish(
+                await self._publisher.publish(
                     user_topic(user_id), JoinedEvent(conversation.conversation_id, user_id)
                 )
         return conversation, created
@@ -227,6 +181,17 @@ class ChatService:
 
     async def get_members(self, user_id: str, conversation_id: str) -> list[Member]:
         return await self._require_member(user_id, conversation_id)
+
+    async def get_conversation(
+        self, user_id: str, conversation_id: str
+    ) -> tuple[Conversation, list[Member]]:
+        """A conversation and its members, for its members only (an unknown
+        conversation has none, so it is ``not_member`` too: ids are not probed)."""
+        members = await self._require_member(user_id, conversation_id)
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is None:
+            raise TidingsError(ErrorCode.NOT_FOUND, "no such conversation")
+        return conversation, members
 
     async def list_conversations(self, device: Device) -> list[ConversationState]:
         states, _ = await self._store.list_conversations(device.user_id, device.device_id)
@@ -271,7 +236,7 @@ class ChatService:
             return None
         message = result.message
         for user_id in added:
-            await self._publish(
+            await self._publisher.publish(
                 user_topic(user_id), JoinedEvent(conversation_id, user_id, message.seq - 1)
             )
         await self._publish_message(
@@ -320,6 +285,7 @@ class ChatService:
         )
         message = result.message
         if not result.duplicate:
+            self._count_persisted()
             await self._publish_message(message, origin_session=origin_session)
         self._log_message(message, duplicate=result.duplicate)
         return result
@@ -401,7 +367,7 @@ class ChatService:
             conversation_id, device.user_id, device.device_id, delivered_seq, read_seq
         )
         if state.moved:
-            await self._publish(
+            await self._publisher.publish(
                 conversation_topic(conversation_id),
                 ReceiptEvent(
                     conversation_id=conversation_id,
@@ -411,3 +377,34 @@ class ChatService:
                 ),
             )
         return state
+
+    # -- restores and the node's own upkeep ----------------------------------------
+
+    async def latest_restore(self) -> Restore | None:
+        """The last restore of the store, for the ``restored`` notice."""
+        return await self._store.latest_restore()
+
+    async def reconcile(self, device: Device, epoch: str, gaps: Sequence[ReconcileGap]) -> None:
+        """Keep a device's report of what it holds beyond a restore, for ops
+        review (``tidings restore report``); only a report for the current epoch."""
+        if epoch != self.epoch:
+            raise TidingsError(
+                ErrorCode.BAD_FRAME,
+                f"reconcile is for epoch {epoch!r}; the server's is {self.epoch!r}",
+            )
+        report = ReconcileReport(epoch, device.device_id, device.user_id, now_ms(), list(gaps))
+        await self._store.save_reconcile_report(report)
+
+    async def resend(
+        self, conversation_id: str, after_seq: int, before_seq: int | None, limit: int
+    ) -> list[Message]:
+        """Messages to give a connection again (redelivery, repair after a bus
+        gap). No membership check, unlike :meth:`history`: the node asks only
+        for ranges it already sent the connection live, or for conversations
+        the device's own listing names."""
+        return await self._store.history(conversation_id, after_seq, before_seq, limit)
+
+    async def receipt_counts(self, conversation_id: str, seq: int) -> ReceiptCounts:
+        """How many members have delivered / read ``seq`` (a large group's
+        coalesced receipt summary, sent only to the message's sender)."""
+        return await self._store.receipt_counts(conversation_id, seq)

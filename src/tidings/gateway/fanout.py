@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tidings.core.events import (
+    DisabledEvent,
     JoinedEvent,
     MessageEvent,
     ReceiptEvent,
@@ -52,11 +53,11 @@ class Fanout:
         metrics: Metrics,
         receipt_detail_max_members: int,
         aggregator: ReceiptAggregator,
-        close_device: Callable[[str, str], None],
+        close_sessions: Callable[[str, str | None, bytes], None],
         presence: PresenceHub,
     ) -> None:
         self._presence = presence
-        self._close_device = close_device
+        self._close_sessions = close_sessions
         self._registry = registry
         self._members = members
         self._metrics = metrics
@@ -95,7 +96,9 @@ class Fanout:
                 self._registry.joined(event.user_id, event.conversation_id, event.after_seq)
             )
         elif isinstance(event, RevokedEvent):
-            self._close_device(event.user_id, event.device_id)
+            self._close_sessions(event.user_id, event.device_id, b"token revoked")
+        elif isinstance(event, DisabledEvent):
+            self._close_sessions(event.user_id, None, b"account disabled")
         elif isinstance(event, MessageEvent):
             for ready in self._in_order(event):
                 self._route(ready)

@@ -17,7 +17,7 @@ import logging
 import time
 
 from tidings.core.frames import ReceiptSummary, encode
-from tidings.core.ports.store import Store
+from tidings.core.service import ChatService
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.wsframe import text_frame
 from tidings.observability.metrics import Metrics
@@ -33,9 +33,9 @@ MAX_SENDERS_PER_CONVERSATION = 256
 
 class ReceiptAggregator:
     def __init__(
-        self, store: Store, registry: LocalRegistry, metrics: Metrics, interval_s: float
+        self, service: ChatService, registry: LocalRegistry, metrics: Metrics, interval_s: float
     ) -> None:
-        self._store = store
+        self._service = service
         self._registry = registry
         self._metrics = metrics
         self._interval = interval_s
@@ -82,7 +82,7 @@ class ReceiptAggregator:
             if not senders:
                 continue
             for sender_id, (seq, since) in list(senders.items()):
-                counts = await self._store.receipt_counts(cid, seq)
+                counts = await self._service.receipt_counts(cid, seq)
                 frame = ReceiptSummary(
                     conversation_id=cid,
                     seq=seq,

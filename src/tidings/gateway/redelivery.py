@@ -5,10 +5,11 @@ A ``msg`` written to a socket can still be lost: the client's app was killed
 before storing it, or a proxy dropped it. Each connection remembers, per
 conversation, the range of live seqs it was given and not yet covered by a
 cumulative ``delivered`` (see :meth:`Connection.track`). One periodic pass
-over the node's connections re-sends, from the store, what has waited longer
-than ``redelivery_ms``. It is bounded per pass and per connection, and gives
-up after a few attempts: by then the heartbeat has either closed a dead
-connection or the client will ``sync``, which repairs anything.
+over the node's connections re-sends, from the store (through the chat
+service), what has waited longer than ``redelivery_ms``. It is bounded per
+pass and per connection, and gives up after a few attempts: by then the
+heartbeat has either closed a dead connection or the client will ``sync``,
+which repairs anything.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from tidings.core.ports.store import Store
-from tidings.core.service import msg_frame
+from tidings.core.service import ChatService, msg_frame
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.wsframe import text_frame
 from tidings.observability.metrics import Metrics
@@ -44,8 +44,8 @@ MAX_ATTEMPTS = 3
 
 
 class Redeliverer:
-    def __init__(self, store: Store, metrics: Metrics, redelivery_s: float) -> None:
-        self._store = store
+    def __init__(self, service: ChatService, metrics: Metrics, redelivery_s: float) -> None:
+        self._service = service
         self._metrics = metrics
         self._after = redelivery_s
 
@@ -72,7 +72,7 @@ class Redeliverer:
                     continue
                 entry.attempts += 1
                 entry.sent_at = now
-                messages = await self._store.history(
+                messages = await self._service.resend(
                     cid, entry.low - 1, entry.high + 1, MAX_PER_CONVERSATION
                 )
                 for message in messages:
@@ -94,7 +94,7 @@ class Redeliverer:
             device = conn.device
             if device is None or conn.state is not State.OPEN:
                 continue
-            states, _ = await self._store.list_conversations(device.user_id, device.device_id)
+            states = await self._service.list_conversations(device)
             budget = MAX_REPAIR_PER_CONNECTION
             for state in states:
                 held = state.delivered_seq
@@ -103,7 +103,7 @@ class Redeliverer:
                     held = max(held, entry.high)
                 if held >= state.last_seq or budget <= 0:
                     continue
-                messages = await self._store.history(state.conversation_id, held, None, budget)
+                messages = await self._service.resend(state.conversation_id, held, None, budget)
                 now = time.monotonic()
                 for message in messages:
                     # The sender's own messages were answered with acks; its

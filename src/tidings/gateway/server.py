@@ -271,13 +271,16 @@ class Gateway:
         """After a bus gap, push every live connection what it missed."""
         return await self._redeliverer.repair(c for c, _ in self._live.values())
 
-    def close_device(self, user_id: str, device_id: str) -> None:
-        """Close every local session of a device whose token was revoked."""
+    def close_sessions(self, user_id: str, device_id: str | None, reason: bytes) -> None:
+        """Close (4001) every local session of a device whose token was revoked,
+        or with ``device_id`` None every one of a user whose account was disabled."""
         for conn in tuple(self._registry.connections_of(user_id) or ()):
             live = self._live.get(conn.session_id)
-            if live is not None and conn.device is not None and conn.device.device_id == device_id:
+            if live is None or conn.device is None:
+                continue
+            if device_id is None or conn.device.device_id == device_id:
                 task = asyncio.get_running_loop().create_task(
-                    self._close(conn, live[1], CloseCode.UNAUTHORIZED, b"token revoked")
+                    self._close(conn, live[1], CloseCode.UNAUTHORIZED, reason)
                 )
                 self._cleanup_tasks.add(task)
                 task.add_done_callback(self._cleanup_tasks.discard)

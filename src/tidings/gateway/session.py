@@ -25,7 +25,6 @@ from typing import NoReturn
 from tidings.core.auth import AuthService
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.frames import (
-    Ack,
     ClientFrame,
     ConversationCursor,
     Delivered,
@@ -50,9 +49,8 @@ from tidings.core.frames import (
 )
 from tidings.core.ids import now_ms
 from tidings.core.loop import LoopRef
-from tidings.core.models import ReconcileGap, ReconcileReport
-from tidings.core.ports.store import Store
-from tidings.core.service import ChatService, msg_frame
+from tidings.core.models import ReconcileGap
+from tidings.core.service import ChatService, ack, msg_frame
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.notice import RestoreNotice
 from tidings.gateway.presence import PresenceHub
@@ -84,7 +82,6 @@ class SessionHandler:
         self,
         service: ChatService,
         auth: AuthService,
-        store: Store,
         registry: LocalRegistry,
         metrics: Metrics,
         settings: Settings,
@@ -93,7 +90,6 @@ class SessionHandler:
         self._presence = presence
         self._service = service
         self._auth = auth
-        self._store = store
         self._registry = registry
         self._metrics = metrics
         self._settings = settings
@@ -115,7 +111,7 @@ class SessionHandler:
 
     async def load_restore_notice(self) -> None:
         """Read the latest restore (once, at start; see gateway/notice.py)."""
-        restore = await self._store.latest_restore()
+        restore = await self._service.latest_restore()
         period_s = self._settings.restore_notice_s
         self._restore_notice = None if restore is None else RestoreNotice(restore, period_s)
 
@@ -228,7 +224,7 @@ class SessionHandler:
             self._refuse_before_hello(conn, _ref(frame))
         try:
             device = await self._auth.authenticate(frame.token)
-            states, _ = await self._store.list_conversations(device.user_id, device.device_id)
+            states = await self._service.list_conversations(device)
         except TidingsError as exc:
             self.reject(conn, exc, frame.id)
             raise Unauthorized from None
@@ -267,19 +263,7 @@ class SessionHandler:
                 bytes(frame.content),
                 origin_session=conn.session_id,
             )
-            message = result.message
-            ack = Ack(
-                id=frame.id,
-                client_msg_id=message.client_msg_id,
-                conversation_id=message.conversation_id,
-                seq=message.seq,
-                message_id=message.message_id,
-                ts=message.ts,
-                duplicate=result.duplicate,
-            )
-            self._reply(conn, "ack", encode(ack))
-            if not result.duplicate:
-                self._metrics.messages_persisted.inc()
+            self._reply(conn, "ack", encode(ack(result, frame.id)))
             self._metrics.ack_latency.observe(time.perf_counter() - started)
         elif isinstance(frame, Delivered | Read):
             is_read = isinstance(frame, Read)
@@ -309,17 +293,11 @@ class SessionHandler:
         """Store the device's report for ops review (``tidings restore report``)."""
         device = conn.device
         assert device is not None
-        if frame.epoch != self._service.epoch:
-            raise TidingsError(
-                ErrorCode.BAD_FRAME,
-                f"reconcile is for epoch {frame.epoch!r}; the server's is {self._service.epoch!r}",
-            )
         gaps = [
             ReconcileGap(c.conversation_id, c.server_last_seq, c.held_last_seq, c.own, c.others)
             for c in frame.conversations
         ]
-        report = ReconcileReport(frame.epoch, device.device_id, device.user_id, now_ms(), gaps)
-        await self._store.save_reconcile_report(report)
+        await self._service.reconcile(device, frame.epoch, gaps)
         answer = Reconciled(epoch=frame.epoch, conversations=len(gaps), id=frame.id)
         self._reply(conn, "reconciled", encode(answer))
 

@@ -9,10 +9,12 @@ it into the protocol's JSON error body.
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
+from tidings.core.accounts import AccountService
 from tidings.core.auth import AuthService
-from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.errors import ErrorCode
 from tidings.core.frames import (
     CreateConversationBody,
     LoginBody,
@@ -21,8 +23,7 @@ from tidings.core.frames import (
     RegisterBody,
 )
 from tidings.core.models import ConversationKind
-from tidings.core.ports.store import Store
-from tidings.core.service import ChatService
+from tidings.core.service import ChatService, ack
 from tidings.http import schemas
 from tidings.http.params import (
     HISTORY_LIMIT,
@@ -35,7 +36,6 @@ from tidings.http.params import (
 )
 from tidings.http.respond import json_response
 from tidings.http.routes import AnyRoute, Call, NoParams, Route
-from tidings.observability.metrics import Metrics
 
 E = ErrorCode
 # Every route below reads the store: it can be unavailable.
@@ -44,13 +44,10 @@ MEMBERS_ONLY = STORE | {E.NOT_MEMBER}
 
 
 class HttpApi:
-    def __init__(
-        self, service: ChatService, auth: AuthService, store: Store, metrics: Metrics
-    ) -> None:
-        self._metrics = metrics
+    def __init__(self, service: ChatService, auth: AuthService, accounts: AccountService) -> None:
         self._service = service
         self._auth = auth
-        self._store = store
+        self._accounts = accounts
 
     def routes(self) -> list[AnyRoute]:
         """Every /v1 route (the catch-all is the app's, added last)."""
@@ -203,16 +200,12 @@ class HttpApi:
         return web.Response(status=204)
 
     async def get_user(self, call: Call[UserPath, None]) -> web.Response:
-        user = await self._store.get_user(call.params.user_id)
-        if user is None:
-            raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
+        user = await self._accounts.get_user(call.params.user_id)
         return json_response(schemas.user_out(user))
 
     async def find_user(self, call: Call[FindUserQuery, None]) -> web.Response:
-        creds = await self._store.get_credentials(call.params.username)
-        if creds is None:
-            raise TidingsError(ErrorCode.NOT_FOUND, "no such user")
-        return json_response(schemas.user_out(creds.user))
+        user = await self._accounts.find_user(call.params.username)
+        return json_response(schemas.user_out(user))
 
     async def create_conversation(
         self, call: Call[NoParams, CreateConversationBody]
@@ -221,7 +214,7 @@ class HttpApi:
         conv, created = await self._service.create_conversation(
             call.caller, ConversationKind(body.kind), body.members, body.title
         )
-        members = await self._store.get_members(conv.conversation_id)
+        members = await self._service.get_members(call.caller.user_id, conv.conversation_id)
         return json_response(schemas.conversation_out(conv, members), 201 if created else 200)
 
     async def list_conversations(self, call: Call[NoParams, None]) -> web.Response:
@@ -229,11 +222,7 @@ class HttpApi:
         return json_response(schemas.ConversationListOut([schemas.summary_out(s) for s in states]))
 
     async def get_conversation(self, call: Call[ConversationPath, None]) -> web.Response:
-        cid = call.params.cid
-        members = await self._service.get_members(call.caller.user_id, cid)
-        conv = await self._store.get_conversation(cid)
-        if conv is None:
-            raise TidingsError(ErrorCode.NOT_FOUND, "no such conversation")
+        conv, members = await self._service.get_conversation(call.caller.user_id, call.params.cid)
         return json_response(schemas.conversation_out(conv, members))
 
     async def add_members(self, call: Call[ConversationPath, MembersBody]) -> web.Response:
@@ -263,18 +252,9 @@ class HttpApi:
         result = await self._service.send(
             call.caller, call.params.cid, body.client_msg_id, bytes(body.content)
         )
-        if not result.duplicate:
-            self._metrics.messages_persisted.inc()
-        m = result.message
-        ack = schemas.AckOut(
-            conversation_id=m.conversation_id,
-            client_msg_id=m.client_msg_id,
-            seq=m.seq,
-            message_id=m.message_id,
-            ts=m.ts,
-            duplicate=result.duplicate,
-        )
-        return json_response(ack, 200 if result.duplicate else 201)
+        # The ack's fields without the frame's envelope (``type``, ``id``).
+        answer = msgspec.convert(ack(result), schemas.AckOut, from_attributes=True)
+        return json_response(answer, 200 if result.duplicate else 201)
 
     async def receipts(self, call: Call[ReceiptsParams, None]) -> web.Response:
         q = call.params

@@ -99,6 +99,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
 from tidings.core.loop import LoopRef
@@ -139,7 +140,7 @@ from tidings.store.postgres_errors import (
     store_closed,
     translate,
 )
-from tidings.store.rules import change_batch, new_conversation
+from tidings.store.rules import change_batch
 from tidings.store.shipped import COMPONENT_TABLE, shipped
 
 __all__ = ["PostgresStore", "migrate"]

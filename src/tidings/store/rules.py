@@ -1,40 +1,14 @@
 """Rules every store applies the same way, kept out of the engines.
 
 Backends differ in how they write; what a request means must not differ, so
-the checks that need no database live here and both engines call them.
+the checks that need no database live here and both engines call them (the
+members of a new conversation are the core's rule: ``core/conversations.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
-
 from tidings.core.errors import ErrorCode, TidingsError
-from tidings.core.models import Change, ChangeBatch, ConversationKind, ReconcileReport, Role
-
-
-class NewConversation(NamedTuple):
-    others: list[str]
-    """The other members, deduplicated in the order given (the creator is implicit)."""
-    direct_key: str | None
-    """``min(uid)|max(uid)`` of a direct conversation: unique per pair whatever the order."""
-    creator_role: Role
-
-
-def new_conversation(
-    kind: ConversationKind, creator_id: str, member_ids: Sequence[str]
-) -> NewConversation:
-    """Validate and normalise the members of a conversation being created."""
-    others = [uid for uid in dict.fromkeys(member_ids) if uid != creator_id]
-    direct_key: str | None = None
-    if kind is ConversationKind.DIRECT:
-        if len(others) != 1:
-            raise TidingsError(
-                ErrorCode.BAD_REQUEST, "a direct conversation has exactly one other member"
-            )
-        direct_key = "|".join(sorted((creator_id, others[0])))
-    creator_role = Role.ADMIN if kind is ConversationKind.GROUP else Role.MEMBER
-    return NewConversation(others, direct_key, creator_role)
+from tidings.core.models import Change, ChangeBatch, ReconcileReport
 
 
 def report_conversations(report: ReconcileReport) -> list[str]:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
+from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
 from tidings.core.models import (
@@ -62,7 +63,6 @@ from tidings.core.models import (
 from tidings.core.schema import SchemaComponent
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
 from tidings.store import sqlite_changes, sqlite_restores
-from tidings.store.rules import new_conversation
 from tidings.store.shipped import COMPONENT_TABLE, shipped
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
