@@ -1,12 +1,12 @@
 """The node's listening socket, accepted in batches.
 
 Why not ``TCPSite`` (``loop.create_server``): on uvloop, the server accepts
-one connection per event-loop iteration (seen with strace: one ``accept4``
-between two ``epoll_pwait``). When a node is busy, an iteration takes 5-20 ms,
-so it accepts only 50-200 connections a second however idle its CPU is, and a
-reconnect herd after another node died waits seconds in the kernel's accept
-queue (measured: ~950 connections queued on one node, drained at ~200/s, while
-the node ran at ~20% CPU). This acceptor takes up to :data:`ACCEPT_BATCH`
+one connection per event-loop iteration (one ``accept4`` between two
+``epoll_pwait``). A busy node's iterations are slow, so its accept rate is
+bound by the loop's iteration rate however idle its CPU is, and a reconnect
+herd after another node died waits seconds in the kernel's accept queue
+(docs/benchmarks.md, "Restart storms", "Accepting was the bottleneck" has the
+figures). This acceptor takes up to :data:`ACCEPT_BATCH`
 connections per readiness event and hands each to the loop as an accepted
 socket, so the accept rate is bounded by the work per connection, not by the
 number of loop iterations. Admission control (503s, in the gateway) then
@@ -18,10 +18,13 @@ shared port while it has no room (``room``): it is full, or draining. The
 kernel spreads new connections over the sockets listening on a port at
 random, so a full node that keeps listening is picked as often as one with
 room, and each client it answers 503 spends a whole backoff interval on it.
-Measured with 50,000 clients on 3 nodes (docs/benchmarks.md): after one node
-was killed, the two survivors filled up at their open-file limit and two of
-every three retries landed on them, so 15% of the affected clients were still
-out after 90 s. A node that stops listening leaves the group, and every
+With 50,000 clients on 3 nodes, after one node was killed the two survivors
+filled up at their open-file limit and most retries landed on them, so the
+last clients stayed out long after the restarted node had room
+(docs/benchmarks.md, "Restart storms", the 50,000-client table, and "What
+changed, and what each step measured (50,000 clients, kill)" in "Scale
+targets, re-measured 2026-12-01 22:35-23:20 UTC"). A node that stops
+listening leaves the group, and every
 retry reaches a node with room. It listens again once its room is at least
 ``rejoin_at`` (the gateway's hysteresis). Connections already queued on the
 socket are accepted (and refused by admission) before it closes; the few
@@ -31,10 +34,12 @@ that reach it in between are reset by the kernel unless
 With ``screen``, the acceptor peeks at each new connection's request head
 (``MSG_PEEK``: the bytes stay for aiohttp) and asks it whether to answer at
 once. The gateway answers refused upgrades this way: a 503 from aiohttp's
-machinery costs the node about 80 µs (protocol object, parser, handler task,
-response), written straight on the socket 17 µs (measured, with
-``TCP_DEFER_ACCEPT`` so that the head is there to see), and in a reconnect
-herd most upgrades are refused. Only a complete head is screened (the
+machinery costs the node several times the CPU of one written straight on
+the socket (a protocol object, a parser, a handler task and a response, where
+the screen only peeks, reads and sends; ``TCP_DEFER_ACCEPT`` makes sure the
+head is there to see), and in a reconnect herd most upgrades are refused
+(docs/benchmarks.md, "Figures behind design choices (from code comments)",
+"Refused upgrades answered at accept"). Only a complete head is screened (the
 request is then read off before the answer, so that closing sends FIN, not
 RST), and the answered socket is closed once the client has closed its side
 (http/linger.py: a server that closes first keeps TIME_WAIT entries that
@@ -64,9 +69,9 @@ _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 # TCP_DEFER_ACCEPT: the kernel hands over a connection once its first bytes
 # (the request) have arrived, or after this many seconds. Without it a node
 # that is not busy accepts before the request is there, so the screen cannot
-# see it (measured: a refused upgrade cost 80 µs of node CPU with it off, 17 µs
-# with it on); and a client that connects and sends nothing costs no
-# descriptor or handshake slot until then.
+# see it and the refusal takes aiohttp's far costlier path (docs/benchmarks.md,
+# "Figures behind design choices (from code comments)"); and a client that
+# connects and sends nothing costs no descriptor or handshake slot until then.
 DEFER_ACCEPT_S = 1
 # Bytes peeked at for screen(): a WebSocket upgrade's head is 200-500 bytes.
 HEAD_PEEK_BYTES = 2048
