@@ -215,7 +215,8 @@ class Gateway:
             while True:
                 # ws.receive() rather than `async for msg in ws`: the iterator's
                 # __anext__ frame would stay suspended for the whole life of
-                # every idle connection (~0.3 KiB each, traced with tracemalloc).
+                # every idle connection, memory each one pays (docs/benchmarks.md,
+                # "Figures behind design choices (from code comments)").
                 msg = await ws.receive()
                 if msg.type in _ENDED:
                     break

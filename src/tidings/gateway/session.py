@@ -3,11 +3,14 @@ chat service, and from its answers and rejections to server frames.
 
 A connection's sends and cursor moves (``delivered``, ``read``) are answered
 in tasks of their own, up to ``frames_in_flight`` at once, so that a client
-with a burst to send does not wait a commit per frame (measured: 1:1
-throughput 1.6x). They enter the store in arrival order, so two sends of one
-connection still get seqs in the order they were sent (every store takes
-writes in call order: the contract in ``core/ports/store.py``). Every other frame
-waits until those before it are answered: a ``sync`` after a ``send`` sees it.
+with a burst to send does not wait a commit per frame: one frame per commit
+capped every sender at one message per writer cycle whatever its window
+(docs/benchmarks.md, "Scale targets, re-measured 2026-12-02 04:00-04:12 UTC",
+"What changed, and what it measured" has the figures). They enter the store
+in arrival order, so two sends of one connection still get seqs in the order
+they were sent (every store takes writes in call order: the contract in
+``core/ports/store.py``). Every other frame waits until those before it are
+answered: a ``sync`` after a ``send`` sees it.
 
 Any :class:`TidingsError` becomes an ``error`` frame answering that frame
 only; an unexpected exception becomes ``internal`` and is logged, and in both
@@ -65,10 +68,12 @@ _OVERLAPPING = (Send, Delivered, Read)
 
 NODE_IN_FLIGHT = 8192
 """Beyond this many frames in flight on the node, a connection reads its next
-frame only once one of its own is answered, as if its limit were one. The
-SQLite writer gets through about 10,000 jobs a second, so more in flight only
-queue; and it bounds the memory that a crowd of clients sending as fast as
-they can holds in the server (a send may carry 64 KiB of content)."""
+frame only once one of its own is answered, as if its limit were one. This
+is under a second of the SQLite writer's work at the rate measured when the
+bound was set (docs/benchmarks.md, "Figures behind design choices (from code
+comments)"), so more in flight only queue; and it bounds the memory that a
+crowd of clients sending as fast as they can holds in the server (a send may
+carry 64 KiB of content)."""
 
 
 class Unauthorized(Exception):
