@@ -14,8 +14,9 @@ from tidings.cli.locations import prepare_new
 from tidings.settings import Settings
 
 # The cyclic GC's default first-generation threshold (700 allocations) makes
-# it run every few messages under load; perf showed 5% of the server's CPU in
-# gc_collect_main and its visitors. Frames, events and records are acyclic, so
+# it run every few messages under load, a visible share of the server's CPU
+# in profiles (docs/benchmarks.md, "What bounds throughput (the missed
+# target)" has the figure). Frames, events and records are acyclic, so
 # collecting less often costs little memory.
 GC_THRESHOLDS = (50_000, 50, 100)
 

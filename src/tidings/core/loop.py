@@ -1,9 +1,11 @@
 """The event loop an object serves, looked up once.
 
 ``asyncio.get_running_loop()`` makes a ``getpid()`` system call on every call
-in CPython 3.11 (to notice a fork). Called per frame on the gateway's paths it
-took 6.6% of the event loop's thread in the throughput benchmark (py-spy,
-native frames), so objects that live on one loop ask once and keep it.
+in CPython 3.11 (to notice a fork). Called per frame on the gateway's paths,
+that system call showed up in profiles of the event loop's thread as a cost
+of its own, so objects that live on one loop ask once and keep it
+(docs/benchmarks.md, "Scale targets, re-measured 2026-12-02 04:00-04:12 UTC",
+"What changed, and what it measured" has the figures).
 """
 
 from __future__ import annotations

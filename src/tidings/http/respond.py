@@ -42,8 +42,10 @@ def guarded(metrics: Metrics, handler: Handler) -> Handler:
     """Wrap an HTTP handler so that every error becomes the protocol's JSON body.
 
     A wrapper per HTTP route rather than an aiohttp middleware: a middleware
-    would also wrap the WebSocket handler, and its suspended frame for the
-    whole life of every connection measured 0.5 KiB per idle connection.
+    would also wrap the WebSocket handler, and its frame would stay suspended
+    for the whole life of every connection, a cost paid by every idle
+    connection (docs/benchmarks.md, "What bounds throughput (the missed
+    target)" has the figure).
     """
 
     @functools.wraps(handler)

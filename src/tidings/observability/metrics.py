@@ -8,8 +8,10 @@ lookups.
 The values are plain numbers bumped on the node's event-loop thread (which is
 the only thread that touches them) and read by a collector when ``/metrics``
 is scraped. prometheus_client's own metric classes take a lock on every
-increment; with ~6 increments per message that was ~12% of the event loop's
-time in the throughput benchmark (py-spy, docs/benchmarks.md).
+increment, and a message makes several increments, so the locks were a large
+share of the event loop's time under load, for a thread that never shares
+them (docs/benchmarks.md, "What changed on 2026-12-02, and what it measured"
+has the figures).
 """
 
 from __future__ import annotations
