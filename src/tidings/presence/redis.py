@@ -22,11 +22,11 @@ Why expiry *scores* rather than a key with PEXPIRE per session or per typist:
 - One key per user (instead of a key per session, one for the status and one
   for last_seen) is the cheapest layout in memory: a small hash is a single
   listpack allocation, whereas every extra key costs its own dictionary
-  entries, object header and expiry entry. Measured on Redis 7.0 with
-  production-shaped ids, 100,000 online users x 2 sessions, ``used_memory``
-  delta per user: this layout 295 bytes; a sorted set of sessions per user
-  plus a last_seen key 442; a key per session plus a last_seen key 569
-  (``python -m tests.presence.measure_memory`` reproduces the first).
+  entries, object header and expiry entry, so the alternatives measured
+  (a sorted set of sessions per user, a key per session, each plus a
+  last_seen key) took markedly more memory per user (docs/benchmarks.md,
+  "Figures behind design choices (from code comments)";
+  ``python -m tests.presence.measure_memory`` reproduces this layout's figure).
 - Liveness is decided against the Redis server's clock (``TIME`` inside the
   scripts and in the same pipeline as the reads), so nodes with skewed clocks
   agree, and a reader never sees an entry past its score: ``typing_in`` and
