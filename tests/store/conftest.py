@@ -16,7 +16,7 @@ import pytest
 
 from tests.services_postgres import PostgresService, create_test_database, drop_test_databases
 from tests.services_postgres import postgres_service as postgres_service  # the fixture
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 from tidings.store.postgres import PostgresStore
 from tidings.store.sqlite import SqliteStore
 

@@ -18,7 +18,7 @@ from tests.store.test_conformance import (
     text,
 )
 from tidings.core.models import Change, ConversationKind
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 
 LEASE_MS = 60_000
 

@@ -29,7 +29,7 @@ from tidings.core.models import (
     Role,
     User,
 )
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 
 StoreOpener = Callable[[], Awaitable[Store]]
 

@@ -6,7 +6,7 @@ in tasks of their own, up to ``frames_in_flight`` at once, so that a client
 with a burst to send does not wait a commit per frame (measured: 1:1
 throughput 1.6x). They enter the store in arrival order, so two sends of one
 connection still get seqs in the order they were sent (every store takes
-writes in call order: the contract in ``core/ports/store.py``). Every other frame
+writes in call order: the contract in ``core/ports/store/messages.py``). Every other frame
 waits until those before it are answered: a ``sync`` after a ``send`` sees it.
 
 Any :class:`TidingsError` becomes an ``error`` frame answering that frame

@@ -451,7 +451,7 @@ async def _clean_session(conn: Any, error: BaseException) -> None:
 
 
 class PostgresStore:
-    """The :class:`~tidings.core.ports.store.Store` on PostgreSQL (asyncpg pool).
+    """The :class:`~tidings.core.ports.store.composite.Store` on PostgreSQL (asyncpg pool).
 
     Any number of instances (nodes) may share one database; see the module
     docstring for how seqs, duplicates and sync tokens stay correct then.
@@ -809,8 +809,8 @@ class PostgresStore:
 
     # -- messages -------------------------------------------------------------------
     async def append(self, message: NewMessage) -> AppendResult:
-        """See :class:`~tidings.core.ports.store.Store`. The append goes out in the
-        next append batch (module docstring); its result and errors are its own."""
+        """See :class:`~tidings.core.ports.store.messages.MessageLog`. The append
+        goes out in the next append batch (module docstring); its result and errors are its own."""
         if self._pool is None:
             raise store_closed()
         texts = (message.conversation_id, message.sender_id, message.device_id)
@@ -906,9 +906,10 @@ class PostgresStore:
         delivered_seq: int | None,
         read_seq: int | None,
     ) -> CursorState:
-        """See :class:`~tidings.core.ports.store.Store`; ``moved`` reports the member-level
-        cursors, as in the SQLite store. The move goes out in the next cursor
-        batch (module docstring); its result and errors are its own."""
+        """See :class:`~tidings.core.ports.store.cursors.CursorStore`; ``moved``
+        reports the member-level cursors, as in the SQLite store. The move goes
+        out in the next cursor batch (module docstring); its result and errors
+        are its own."""
         if self._pool is None:
             raise store_closed()
         if not (_pg_text(conversation_id) and _pg_text(user_id) and _pg_text(device_id)):
@@ -943,8 +944,8 @@ class PostgresStore:
     async def list_conversations(
         self, user_id: str, device_id: str, changed_after: int = 0
     ) -> tuple[list[ConversationState], int]:
-        """See :class:`~tidings.core.ports.store.Store`. The version returned is the
-        low-water mark (module docstring): computed *before* the rows are read,
+        """See :class:`~tidings.core.ports.store.cursors.CursorStore`. The version
+        returned is the low-water mark (module docstring): computed *before* the rows are read,
         in a statement of its own, so that the rows' snapshot is later than it."""
         token = await self._low_water_mark()
         rows = await self._fetch(_LIST_CONVERSATIONS, user_id, device_id, changed_after)
@@ -1020,8 +1021,8 @@ class PostgresStore:
 
     # -- the change stream and its consumers (postgres_changes.py) ------------------
     async def changes_after(self, position: int, limit: int = 100) -> ChangeBatch:
-        """See :class:`~tidings.core.ports.store.Store`. Positions are the versions the
-        appends took, which commit out of order; the page stops at the same
+        """See :class:`~tidings.core.ports.store.messages.MessageLog`. Positions are
+        the versions the appends took, which commit out of order; the page stops at the same
         low-water mark as sync tokens, computed before the rows are read (in a
         statement of its own, so the rows' snapshot holds every position up
         to it), so a consumer never resumes past a version still in flight."""

@@ -252,7 +252,7 @@ def _sender_cursors(conn: sqlite3.Connection, message: NewMessage) -> SenderCurs
 
 
 class SqliteStore:
-    """The :class:`~tidings.core.ports.store.Store` on one SQLite file (WAL mode).
+    """The :class:`~tidings.core.ports.store.composite.Store` on one SQLite file (WAL mode).
 
     ``synchronous`` is SQLite's ``PRAGMA synchronous``: ``full`` (the default)
     makes every acknowledged write survive power loss; ``normal`` survives a
@@ -806,9 +806,10 @@ class SqliteStore:
         delivered_seq: int | None,
         read_seq: int | None,
     ) -> CursorState:
-        """See :class:`~tidings.core.ports.store.Store`. ``moved`` reports the member-level
-        cursors (receipts are per member): a second device catching up to where
-        the user already is moves its own cursor but reports ``moved=False``."""
+        """See :class:`~tidings.core.ports.store.cursors.CursorStore`. ``moved``
+        reports the member-level cursors (receipts are per member): a second
+        device catching up to where the user already is moves its own cursor
+        but reports ``moved=False``."""
 
         move = CursorMove(conversation_id, user_id, device_id, delivered_seq, read_seq)
         return await self._writer.submit_grouped("advance_cursors", advance_many, move)
