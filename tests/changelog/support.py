@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from tests.store.test_conformance import WAIT_S, make_device, make_user, text
+from tests.store.support import WAIT_S, make_device, make_user, text
 from tidings.changelog.runner import ChangeRunner, RunnerOptions
 from tidings.core.models import Change, ChangeBatch, ConversationKind, Message
 from tidings.core.ports.store.composite import Store

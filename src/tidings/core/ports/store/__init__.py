@@ -14,8 +14,10 @@ touch and a test double implements only that:
 - :mod:`.consumers` ``ConsumerStore``: change-log consumer positions and leases;
 - :mod:`.lifecycle` ``StoreLifecycle``: start, close, readiness.
 
-Every engine passes the conformance suite (``tests/store/test_conformance.py``
-and ``tests/store/test_changes.py``) unchanged. Contracts that hold for
+Every engine passes the conformance suite, one file per aggregate in
+``tests/store/`` (``test_accounts.py``, ``test_conversations.py``,
+``test_messages.py``, ``test_cursors.py``, ``test_restores.py``,
+``test_changes.py``, ``test_lifecycle.py``), unchanged. Contracts that hold for
 every method of every protocol:
 
 - Methods are coroutines, safe to call concurrently.
