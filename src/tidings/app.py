@@ -25,7 +25,7 @@ from tidings.core.errors import TidingsError
 from tidings.core.membership import MemberCache
 from tidings.core.ports.bus import Bus
 from tidings.core.ports.presence import PresenceStore
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 from tidings.core.publisher import Publisher
 from tidings.core.schema import SchemaComponent
 from tidings.core.service import ChatService

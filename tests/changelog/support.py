@@ -6,10 +6,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from tests.store.test_conformance import WAIT_S, make_device, make_user, text
+from tests.store.support import WAIT_S, make_device, make_user, text
 from tidings.changelog.runner import ChangeRunner, RunnerOptions
 from tidings.core.models import Change, ChangeBatch, ConversationKind, Message
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 
 NOW = 1_700_000_000_000
 FAST = RunnerOptions(batch_size=7, poll_s=0.02, lease_ms=60_000, retry_max_s=0.1)

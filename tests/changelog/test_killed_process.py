@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from tests.changelog.support import send, until
-from tests.store.test_conformance import WAIT_S
+from tests.store.support import WAIT_S
 from tidings.store.sqlite import SqliteStore
 
 BATCH = 10

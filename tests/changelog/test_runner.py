@@ -18,7 +18,7 @@ from tests.changelog.support import (
     until,
 )
 from tidings.changelog.workers import ChangeWorkers
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 from tidings.observability.metrics import Metrics
 
 

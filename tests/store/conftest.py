@@ -9,19 +9,17 @@ when no server is configured) and nothing else changes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from tests.services_postgres import PostgresService, create_test_database, drop_test_databases
 from tests.services_postgres import postgres_service as postgres_service  # the fixture
-from tidings.core.ports.store import Store
+from tests.store.support import StoreOpener
+from tidings.core.ports.store.composite import Store
 from tidings.store.postgres import PostgresStore
 from tidings.store.sqlite import SqliteStore
-
-StoreOpener = Callable[[], Awaitable[Store]]
-"""Opens a started store on the test's database; each call is a new handle."""
 
 
 def _sqlite(tmp_path: Path) -> StoreOpener:

@@ -1,5 +1,6 @@
-"""Conformance of the change stream and its consumers (``Store.changes_after``,
-consumer positions and leases), on every backend like ``test_conformance``.
+"""Store conformance, the change stream and its consumers
+(``MessageLog.changes_after``, ``ConsumerStore`` positions and leases), on
+every engine like the rest of the conformance suite.
 
 Every wait is bounded by ``WAIT_S``.
 """
@@ -7,8 +8,9 @@ Every wait is bounded by ``WAIT_S``.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
-from tests.store.test_conformance import (
+from tests.store.support import (
     NOW,
     WAIT_S,
     StoreOpener,
@@ -18,12 +20,19 @@ from tests.store.test_conformance import (
     text,
 )
 from tidings.core.models import Change, ConversationKind
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.accounts import AccountStore
+from tidings.core.ports.store.consumers import ConsumerStore
+from tidings.core.ports.store.conversations import ConversationStore
+from tidings.core.ports.store.messages import MessageLog
 
 LEASE_MS = 60_000
 
 
-async def read_all(store: Store, position: int = 0, limit: int = 100) -> list[Change]:
+class Subject(AccountStore, ConversationStore, MessageLog, ConsumerStore, Protocol):
+    """The change stream and its consumers, with the conversations appended to."""
+
+
+async def read_all(store: MessageLog, position: int = 0, limit: int = 100) -> list[Change]:
     """Every change after ``position``, page by page."""
     changes: list[Change] = []
     async with asyncio.timeout(WAIT_S):
@@ -36,7 +45,7 @@ async def read_all(store: Store, position: int = 0, limit: int = 100) -> list[Ch
             position = batch.next_position
 
 
-async def test_every_stored_message_is_a_change_in_append_order(store: Store) -> None:
+async def test_every_stored_message_is_a_change_in_append_order(store: Subject) -> None:
     p = await pair(store)
     carol = await make_user(store, "carol")
     other, _ = await store.create_conversation(
@@ -64,7 +73,7 @@ async def test_every_stored_message_is_a_change_in_append_order(store: Store) ->
     assert (await store.changes_after(positions[1])).changes == batch.changes[2:]
 
 
-async def test_pages_resume_where_the_last_one_ended(store: Store) -> None:
+async def test_pages_resume_where_the_last_one_ended(store: Subject) -> None:
     p = await pair(store)
     await asyncio.gather(
         *(store.append(text(p.cid, p.alice, p.a_dev, f"burst-{i}")) for i in range(25))
@@ -80,7 +89,7 @@ async def test_pages_resume_where_the_last_one_ended(store: Store) -> None:
     assert (nothing.changes, nothing.next_position) == ([], 0)
 
 
-async def test_a_caught_up_reader_gets_nothing_and_stays_put(store: Store) -> None:
+async def test_a_caught_up_reader_gets_nothing_and_stays_put(store: Subject) -> None:
     empty = await store.changes_after(0)
     assert (empty.changes, empty.next_position) == ([], empty.head)
     p = await pair(store)
@@ -94,7 +103,7 @@ async def test_a_caught_up_reader_gets_nothing_and_stays_put(store: Store) -> No
     assert (await store.changes_after(done.head + 50)).next_position == done.head + 50
 
 
-async def test_consumer_positions_are_saved_by_the_lease_holder_only(store: Store) -> None:
+async def test_consumer_positions_are_saved_by_the_lease_holder_only(store: Subject) -> None:
     assert await store.consumer_position("search") == 0
     assert await store.take_consumer_lease("search", "node-a", LEASE_MS)
     assert await store.take_consumer_lease("search", "node-a", LEASE_MS)  # a renewal
@@ -108,7 +117,7 @@ async def test_consumer_positions_are_saved_by_the_lease_holder_only(store: Stor
     assert await store.take_consumer_lease("push", "node-b", LEASE_MS)
 
 
-async def test_a_released_or_expired_lease_is_taken_over(store: Store) -> None:
+async def test_a_released_or_expired_lease_is_taken_over(store: Subject) -> None:
     assert await store.take_consumer_lease("search", "node-a", LEASE_MS)
     await store.release_consumer_lease("search", "node-b")  # not its lease: no effect
     assert not await store.take_consumer_lease("search", "node-b", LEASE_MS)

@@ -14,7 +14,7 @@ import pytest
 from tests.sqlite_lock import write_lock_held
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.models import AppendResult, ConversationKind, NewMessage
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 from tidings.store.sqlite import SqliteStore
 from tidings.store.sqlite_writer import SqliteWriter
 

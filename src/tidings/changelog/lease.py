@@ -16,7 +16,7 @@ import logging
 import time
 
 from tidings.core.errors import TidingsError
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.consumers import ConsumerStore
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ lease simply expires and another node takes over a little later."""
 class Lease:
     """``holder``'s lease on the consumer ``name``, as last seen by this process."""
 
-    def __init__(self, store: Store, name: str, holder: str, lease_ms: int) -> None:
+    def __init__(self, store: ConsumerStore, name: str, holder: str, lease_ms: int) -> None:
         self._store = store
         self._name = name
         self._holder = holder

@@ -15,15 +15,22 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from tidings.changelog.lease import Lease
 from tidings.core.models import ChangeBatch
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.consumers import ConsumerStore
+from tidings.core.ports.store.messages import MessageLog
 from tidings.core.workers import ChangeWorker
 from tidings.observability.metrics import Metrics
 from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ChangeSource(MessageLog, ConsumerStore, Protocol):
+    """What a runner reads from: the change stream, and the consumer positions
+    and leases that say where its worker resumes and which node runs it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,7 @@ class ChangeRunner:
 
     def __init__(
         self,
-        store: Store,
+        store: ChangeSource,
         worker: ChangeWorker,
         metrics: Metrics,
         options: RunnerOptions,

@@ -6,9 +6,8 @@ import asyncio
 import os
 import socket
 
-from tidings.changelog.runner import ChangeRunner, RunnerOptions
+from tidings.changelog.runner import ChangeRunner, ChangeSource, RunnerOptions
 from tidings.core.ids import new_id
-from tidings.core.ports.store import Store
 from tidings.core.workers import ChangeWorker
 from tidings.observability.metrics import Metrics
 
@@ -24,7 +23,11 @@ class ChangeWorkers:
     registered, starting and stopping do nothing."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, options: RunnerOptions, holder: str | None = None
+        self,
+        store: ChangeSource,
+        metrics: Metrics,
+        options: RunnerOptions,
+        holder: str | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics

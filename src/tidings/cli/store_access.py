@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from tidings.cli.errors import OperatorError, redact
 from tidings.cli.locations import prepare_new, require_existing, sqlite_path
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 from tidings.settings import Settings
 
 

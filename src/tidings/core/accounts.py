@@ -13,7 +13,7 @@ from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import DisabledEvent, user_topic
 from tidings.core.ids import now_ms
 from tidings.core.models import Account, User
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.accounts import AccountStore
 from tidings.core.publisher import Publisher
 
 # Accounts read per store query while listing them all.
@@ -21,7 +21,7 @@ LIST_PAGE = 500
 
 
 class AccountService:
-    def __init__(self, store: Store, publisher: Publisher) -> None:
+    def __init__(self, store: AccountStore, publisher: Publisher) -> None:
         self._store = store
         self._publisher = publisher
 

@@ -22,7 +22,7 @@ from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.frames import Password, Username
 from tidings.core.ids import now_ms
 from tidings.core.models import Device, User
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.accounts import AccountStore
 
 TOKEN_PREFIX = "tdg_"
 # 32 random bytes: guessing a live token is out of reach.
@@ -56,7 +56,7 @@ def check_password(password: str) -> None:
 
 
 class AuthService:
-    def __init__(self, store: Store, memory_kib: int, time_cost: int) -> None:
+    def __init__(self, store: AccountStore, memory_kib: int, time_cost: int) -> None:
         self._store = store
         self._hasher = PasswordHasher(memory_cost=memory_kib, time_cost=time_cost, parallelism=1)
         # Verified against when the username is unknown, so that a login's

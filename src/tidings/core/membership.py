@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.conversations import ConversationStore
 
 
 class MemberCache:
-    def __init__(self, store: Store, capacity: int) -> None:
+    def __init__(self, store: ConversationStore, capacity: int) -> None:
         self._store = store
         self._capacity = capacity
         self._entries: OrderedDict[str, frozenset[str]] = OrderedDict()

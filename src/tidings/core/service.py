@@ -3,8 +3,8 @@
 This is the one place where the rules of the product live (who may post
 where, how a sync is paged, when a receipt is due). Transports call it and
 turn its results and :class:`TidingsError` rejections into frames or HTTP
-answers; backends are reached only through the ``Store`` and ``Bus``
-protocols, so the same code runs on SQLite and one process or on PostgreSQL
+answers; backends are reached only through the store and bus
+ports, so the same code runs on SQLite and one process or on PostgreSQL
 and Redis across nodes.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -45,12 +45,22 @@ from tidings.core.models import (
     Restore,
     Role,
 )
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.accounts import AccountStore
+from tidings.core.ports.store.conversations import ConversationStore
+from tidings.core.ports.store.cursors import CursorStore
+from tidings.core.ports.store.messages import MessageLog
+from tidings.core.ports.store.restores import RestoreStore
 from tidings.core.publisher import Publisher
 from tidings.core.ratelimit import KeyedRateLimiter
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.messages")
+
+
+class ChatStore(AccountStore, ConversationStore, MessageLog, CursorStore, RestoreStore, Protocol):
+    """What the chat service uses of the store: every aggregate a client touches
+    (accounts only to revoke a device at logout), not the change-log consumers
+    nor the lifecycle, which belong to the node."""
 
 
 class SyncAnswer(msgspec.Struct, frozen=True):
@@ -99,7 +109,7 @@ def _uncounted() -> None:
 class ChatService:
     def __init__(
         self,
-        store: Store,
+        store: ChatStore,
         publisher: Publisher,
         settings: Settings,
         kinds: ContentKinds,

@@ -20,7 +20,7 @@ from typing import Any
 from tidings.core.auth import AuthService
 from tidings.core.content_kinds import ContentKind
 from tidings.core.ports.bus import Bus
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.composite import Store
 from tidings.core.service import ChatService
 from tidings.core.workers import ChangeWorker
 from tidings.http.ops import Readiness

@@ -9,8 +9,8 @@ capped every sender at one message per writer cycle whatever its window
 "What changed, and what it measured" has the figures). They enter the store
 in arrival order, so two sends of one connection still get seqs in the order
 they were sent (every store takes writes in call order: the contract in
-``core/ports/store.py``). Every other frame waits until those before it are
-answered: a ``sync`` after a ``send`` sees it.
+``core/ports/store/messages.py``). Every other frame waits until those before
+it are answered: a ``sync`` after a ``send`` sees it.
 
 Any :class:`TidingsError` becomes an ``error`` frame answering that frame
 only; an unexpected exception becomes ``internal`` and is logged, and in both

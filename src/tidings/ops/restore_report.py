@@ -15,7 +15,7 @@ import datetime as dt
 import msgspec
 
 from tidings.core.models import ReconcileReport, Restore
-from tidings.core.ports.store import Store
+from tidings.core.ports.store.restores import RestoreStore
 
 
 class ConversationLoss(msgspec.Struct, frozen=True):
@@ -79,7 +79,7 @@ def summarise(restore: Restore, reports: list[ReconcileReport]) -> RestoreReport
     )
 
 
-async def latest_restore_report(store: Store) -> RestoreReport | None:
+async def latest_restore_report(store: RestoreStore) -> RestoreReport | None:
     """The report for the latest restore; ``None`` if the store was never restored."""
     restore = await store.latest_restore()
     if restore is None:

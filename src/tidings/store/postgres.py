@@ -124,7 +124,7 @@ from tidings.core.models import (
     User,
 )
 from tidings.core.schema import SchemaComponent
-from tidings.store import postgres_changes, postgres_lock, postgres_restores
+from tidings.store import migrator, postgres_changes, postgres_lock, postgres_restores
 from tidings.store.postgres_batches import (
     APPEND_BATCH_MAX,
     CURSOR_BATCH_MAX,
@@ -141,7 +141,6 @@ from tidings.store.postgres_errors import (
     translate,
 )
 from tidings.store.rules import change_batch
-from tidings.store.shipped import COMPONENT_TABLE, shipped
 
 __all__ = ["PostgresStore", "migrate"]
 
@@ -292,14 +291,27 @@ async def installed_schema_version(url: str) -> int:
 
 
 # -- migrations ----------------------------------------------------------------
-def _migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) of every shipped PostgreSQL migration, in order."""
-    return shipped("tidings.store", "postgres")
+DIALECT = migrator.Dialect(
+    engine="postgres",
+    version_table=(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)"
+    ),
+    insert_version="INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+    component_versions="SELECT version FROM component_schema WHERE component = $1",
+    insert_component=(
+        "INSERT INTO component_schema (component, version, name, applied_at)"
+        " VALUES ($1, $2, $3, $4)"
+    ),
+    ensure_epoch=(
+        "INSERT INTO meta (singleton, epoch) VALUES (1, $1) ON CONFLICT (singleton) DO NOTHING"
+    ),
+)
 
 
 async def migrate(conn: Any, components: Sequence[SchemaComponent] = ()) -> str:
     """Bring the schema, then each feature's ``components``, up to date and make
-    sure the store has an epoch; return it.
+    sure the store has an epoch; return it (:mod:`tidings.store.migrator`).
 
     One transaction, entered under a transaction-level advisory lock: nodes
     starting together apply each migration once (the others wait, then find
@@ -307,53 +319,16 @@ async def migrate(conn: Any, components: Sequence[SchemaComponent] = ()) -> str:
     Each file runs as one multi-statement script (function bodies contain
     semicolons, so it is not split).
     """
+
+    async def execute(step: migrator.Step) -> migrator.Rows:
+        if step.script:
+            await conn.execute(step.sql)
+            return []
+        return [tuple(row) for row in await conn.fetch(step.sql, *step.args)]
+
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)"
-        )
-        current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
-        for version, name, script in _migrations():
-            if version <= current:
-                continue
-            log.info("applying postgres migration %s", name)
-            await conn.execute(script)
-            await conn.execute(
-                "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
-                version,
-                name,
-                now_ms(),
-            )
-        for component in components:
-            await _migrate_component(conn, component)
-        await conn.execute(
-            "INSERT INTO meta (singleton, epoch) VALUES (1, $1) ON CONFLICT (singleton) DO NOTHING",
-            new_id("e"),
-        )
-        return str(await conn.fetchval("SELECT epoch FROM meta"))
-
-
-async def _migrate_component(conn: Any, component: SchemaComponent) -> None:
-    """Apply a feature's pending migrations (inside :func:`migrate`'s transaction)."""
-    await conn.execute(COMPONENT_TABLE)
-    rows = await conn.fetch(
-        "SELECT version FROM component_schema WHERE component = $1", component.name
-    )
-    applied = {int(row["version"]) for row in rows}
-    for version, name, script in shipped(component.package, "postgres"):
-        if version in applied:
-            continue
-        log.info("applying postgres migration %s of %s", name, component.name)
-        await conn.execute(script)
-        await conn.execute(
-            "INSERT INTO component_schema (component, version, name, applied_at)"
-            " VALUES ($1, $2, $3, $4)",
-            component.name,
-            version,
-            name,
-            now_ms(),
-        )
+        return await migrator.run_async(migrator.plan(DIALECT, components), execute)
 
 
 # -- row mapping -------------------------------------------------------------------
@@ -451,7 +426,7 @@ async def _clean_session(conn: Any, error: BaseException) -> None:
 
 
 class PostgresStore:
-    """The :class:`~tidings.core.ports.store.Store` on PostgreSQL (asyncpg pool).
+    """The :class:`~tidings.core.ports.store.composite.Store` on PostgreSQL (asyncpg pool).
 
     Any number of instances (nodes) may share one database; see the module
     docstring for how seqs, duplicates and sync tokens stay correct then.
@@ -809,8 +784,8 @@ class PostgresStore:
 
     # -- messages -------------------------------------------------------------------
     async def append(self, message: NewMessage) -> AppendResult:
-        """See :class:`~tidings.core.ports.store.Store`. The append goes out in the
-        next append batch (module docstring); its result and errors are its own."""
+        """See :class:`~tidings.core.ports.store.messages.MessageLog`. The append
+        goes out in the next append batch (module docstring); its result and errors are its own."""
         if self._pool is None:
             raise store_closed()
         texts = (message.conversation_id, message.sender_id, message.device_id)
@@ -906,9 +881,10 @@ class PostgresStore:
         delivered_seq: int | None,
         read_seq: int | None,
     ) -> CursorState:
-        """See :class:`~tidings.core.ports.store.Store`; ``moved`` reports the member-level
-        cursors, as in the SQLite store. The move goes out in the next cursor
-        batch (module docstring); its result and errors are its own."""
+        """See :class:`~tidings.core.ports.store.cursors.CursorStore`; ``moved``
+        reports the member-level cursors, as in the SQLite store. The move goes
+        out in the next cursor batch (module docstring); its result and errors
+        are its own."""
         if self._pool is None:
             raise store_closed()
         if not (_pg_text(conversation_id) and _pg_text(user_id) and _pg_text(device_id)):
@@ -943,8 +919,8 @@ class PostgresStore:
     async def list_conversations(
         self, user_id: str, device_id: str, changed_after: int = 0
     ) -> tuple[list[ConversationState], int]:
-        """See :class:`~tidings.core.ports.store.Store`. The version returned is the
-        low-water mark (module docstring): computed *before* the rows are read,
+        """See :class:`~tidings.core.ports.store.cursors.CursorStore`. The version
+        returned is the low-water mark (module docstring): computed *before* the rows are read,
         in a statement of its own, so that the rows' snapshot is later than it."""
         token = await self._low_water_mark()
         rows = await self._fetch(_LIST_CONVERSATIONS, user_id, device_id, changed_after)
@@ -1020,8 +996,8 @@ class PostgresStore:
 
     # -- the change stream and its consumers (postgres_changes.py) ------------------
     async def changes_after(self, position: int, limit: int = 100) -> ChangeBatch:
-        """See :class:`~tidings.core.ports.store.Store`. Positions are the versions the
-        appends took, which commit out of order; the page stops at the same
+        """See :class:`~tidings.core.ports.store.messages.MessageLog`. Positions are
+        the versions the appends took, which commit out of order; the page stops at the same
         low-water mark as sync tokens, computed before the rows are read (in a
         statement of its own, so the rows' snapshot holds every position up
         to it), so a consumer never resumes past a version still in flight."""

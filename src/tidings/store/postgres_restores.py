@@ -24,7 +24,7 @@ _RESTORE_COLUMNS = "epoch, previous_epoch, from_ts, to_ts"
 
 
 async def backup_time(conn: Any) -> int | None:
-    """See :meth:`~tidings.core.ports.store.Store.backup_time`."""
+    """See :meth:`~tidings.core.ports.store.restores.RestoreStore.backup_time`."""
     row = await conn.fetchrow(_BACKUP_TIME)
     if row["stamp"] is not None:
         return int(row["stamp"])
@@ -50,7 +50,7 @@ async def record_restore(conn: Any, epoch: str, backup_ts: int, restored_ts: int
 
 
 async def latest_restore(conn: Any) -> Restore | None:
-    """See :meth:`~tidings.core.ports.store.Store.latest_restore`."""
+    """See :meth:`~tidings.core.ports.store.restores.RestoreStore.latest_restore`."""
     row = await conn.fetchrow(
         f"SELECT {_RESTORE_COLUMNS} FROM restores ORDER BY to_ts DESC, epoch DESC LIMIT 1"
     )
@@ -93,7 +93,7 @@ async def save_report(conn: Any, report: ReconcileReport) -> None:
 
 
 async def reports(conn: Any, epoch: str) -> list[ReconcileReport]:
-    """See :meth:`~tidings.core.ports.store.Store.reconcile_reports`."""
+    """See :meth:`~tidings.core.ports.store.restores.RestoreStore.reconcile_reports`."""
     gaps: dict[str, list[ReconcileGap]] = {}
     for row in await conn.fetch(
         "SELECT device_id, conversation_id, server_last_seq, held_last_seq, own, others"

@@ -17,8 +17,8 @@ Layout of the work:
   run inline on a loop-owned read connection, because the thread hop costs
   ~30x the lookup (see ``_read_point``).
 - **Schema** comes from numbered files ``migrations/sqlite_NNN_name.sql``
-  applied in order by :func:`migrate`, which records each in
-  ``schema_version``.
+  applied in order by :func:`migrate` (the runner both engines share,
+  ``migrator.py``), which records each in ``schema_version``.
 
 The store-wide ``version`` lives in the one-row ``meta`` table with the
 ``epoch``; every append (and every creation of a conversation) bumps it and
@@ -62,8 +62,8 @@ from tidings.core.models import (
 )
 from tidings.core.schema import SchemaComponent
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
-from tidings.store import sqlite_changes, sqlite_restores
-from tidings.store.shipped import COMPONENT_TABLE, shipped
+from tidings.store import migrator, sqlite_changes, sqlite_restores
+from tidings.store.shipped import shipped
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
     LogWrites,
@@ -111,14 +111,27 @@ _NO_UPPER_BOUND = 2**63 - 1  # the largest SQLite integer: "no before_seq"
 
 
 # -- migrations ----------------------------------------------------------------
-def _migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) of every shipped migration, in order."""
-    return shipped("tidings.store", "sqlite")
+DIALECT = migrator.Dialect(
+    engine="sqlite",
+    version_table=(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    ),
+    insert_version="INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+    component_versions="SELECT version FROM component_schema WHERE component = ?",
+    insert_component=(
+        "INSERT INTO component_schema (component, version, name, applied_at) VALUES (?, ?, ?, ?)"
+    ),
+    ensure_epoch=(
+        "INSERT INTO meta (singleton, epoch, version) VALUES (1, ?, 0)"
+        " ON CONFLICT (singleton) DO NOTHING"
+    ),
+)
 
 
 def known_schema() -> dict[int, str]:
     """Version -> migration file name of every schema this code can open."""
-    return {version: name for version, name, _ in _migrations()}
+    return {version: name for version, name, _ in shipped("tidings.store", "sqlite")}
 
 
 def _statements(script: str) -> list[str]:
@@ -136,65 +149,29 @@ def _statements(script: str) -> list[str]:
 
 def migrate(conn: sqlite3.Connection, components: Sequence[SchemaComponent] = ()) -> str:
     """Bring the schema, then each feature's ``components``, up to date and make
-    sure the store has an epoch; return it.
+    sure the store has an epoch; return it (:mod:`tidings.store.migrator`).
 
     Everything happens in one IMMEDIATE transaction, so two processes starting
     on the same file cannot both apply a migration, and a failing migration
     leaves the previous schema intact.
     """
+
+    def execute(step: migrator.Step) -> migrator.Rows:
+        if not step.script:
+            return conn.execute(step.sql, step.args).fetchall()
+        for statement in _statements(step.sql):
+            conn.execute(statement)
+        return []
+
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-        )
-        (current,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        for version, name, script in _migrations():
-            if version <= current:
-                continue
-            log.info("applying sqlite migration %s", name)
-            for statement in _statements(script):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                (version, name, now_ms()),
-            )
-        for component in components:
-            _migrate_component(conn, component)
-        conn.execute(
-            "INSERT INTO meta (singleton, epoch, version) VALUES (1, ?, 0)"
-            " ON CONFLICT (singleton) DO NOTHING",
-            (new_id("e"),),
-        )
-        (epoch,) = conn.execute("SELECT epoch FROM meta").fetchone()
+        epoch = migrator.run(migrator.plan(DIALECT, components), execute)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return str(epoch)
-
-
-def _migrate_component(conn: sqlite3.Connection, component: SchemaComponent) -> None:
-    """Apply a feature's pending migrations (inside :func:`migrate`'s transaction)."""
-    conn.execute(COMPONENT_TABLE)
-    applied = {
-        version
-        for (version,) in conn.execute(
-            "SELECT version FROM component_schema WHERE component = ?", (component.name,)
-        )
-    }
-    for version, name, script in shipped(component.package, "sqlite"):
-        if version in applied:
-            continue
-        log.info("applying sqlite migration %s of %s", name, component.name)
-        for statement in _statements(script):
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO component_schema (component, version, name, applied_at)"
-            " VALUES (?, ?, ?, ?)",
-            (component.name, version, name, now_ms()),
-        )
+    return epoch
 
 
 _REVOKE_USER_DEVICES = "UPDATE devices SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
@@ -252,7 +229,7 @@ def _sender_cursors(conn: sqlite3.Connection, message: NewMessage) -> SenderCurs
 
 
 class SqliteStore:
-    """The :class:`~tidings.core.ports.store.Store` on one SQLite file (WAL mode).
+    """The :class:`~tidings.core.ports.store.composite.Store` on one SQLite file (WAL mode).
 
     ``synchronous`` is SQLite's ``PRAGMA synchronous``: ``full`` (the default)
     makes every acknowledged write survive power loss; ``normal`` survives a
@@ -806,9 +783,10 @@ class SqliteStore:
         delivered_seq: int | None,
         read_seq: int | None,
     ) -> CursorState:
-        """See :class:`~tidings.core.ports.store.Store`. ``moved`` reports the member-level
-        cursors (receipts are per member): a second device catching up to where
-        the user already is moves its own cursor but reports ``moved=False``."""
+        """See :class:`~tidings.core.ports.store.cursors.CursorStore`. ``moved``
+        reports the member-level cursors (receipts are per member): a second
+        device catching up to where the user already is moves its own cursor
+        but reports ``moved=False``."""
 
         move = CursorMove(conversation_id, user_id, device_id, delivered_seq, read_seq)
         return await self._writer.submit_grouped("advance_cursors", advance_many, move)

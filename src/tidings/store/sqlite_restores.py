@@ -37,7 +37,7 @@ def stamp_backup(conn: sqlite3.Connection, taken_at: int) -> None:
 
 
 def backup_time(conn: sqlite3.Connection) -> int | None:
-    """See :meth:`~tidings.core.ports.store.Store.backup_time`."""
+    """See :meth:`~tidings.core.ports.store.restores.RestoreStore.backup_time`."""
     stamp, newest_message, newest_conversation = conn.execute(_BACKUP_TIME).fetchone()
     if stamp is not None:
         return int(stamp)
@@ -61,7 +61,7 @@ def record_restore(
 
 
 def latest_restore(conn: sqlite3.Connection) -> Restore | None:
-    """See :meth:`~tidings.core.ports.store.Store.latest_restore` (epoch ids are
+    """See :meth:`~tidings.core.ports.store.restores.RestoreStore.latest_restore` (epoch ids are
     time-ordered, so they break a tie of ``to_ts``)."""
     row = conn.execute(
         f"SELECT {_RESTORE_COLUMNS} FROM restores ORDER BY to_ts DESC, epoch DESC LIMIT 1"
@@ -101,7 +101,7 @@ def save_report(conn: sqlite3.Connection, report: ReconcileReport) -> None:
 
 
 def reports(conn: sqlite3.Connection, epoch: str) -> list[ReconcileReport]:
-    """See :meth:`~tidings.core.ports.store.Store.reconcile_reports`."""
+    """See :meth:`~tidings.core.ports.store.restores.RestoreStore.reconcile_reports`."""
     gaps: dict[str, list[ReconcileGap]] = {}
     for device_id, *fields in conn.execute(
         "SELECT device_id, conversation_id, server_last_seq, held_last_seq, own, others"
