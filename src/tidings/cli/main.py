@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
@@ -199,11 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``bench`` and ``sim`` live in the tools distribution (``tools/``), which a
     development install has and a production install does not need."""
-    try:
-        from tidings_tools.bench.command import register as register_bench
-        from tidings_tools.sim.command import register as register_sim
-    except ImportError:
-        return
+    if importlib.util.find_spec("tidings_tools") is None:
+        return  # a broken tools install still fails loudly below
+    from tidings_tools.bench.command import register as register_bench
+    from tidings_tools.sim.command import register as register_sim
+
     register_bench(sub)
     register_sim(sub)
 
