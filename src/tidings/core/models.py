@@ -54,13 +54,31 @@ class Device(msgspec.Struct, frozen=True):
     created_at: int
 
 
+class HistoryVisibility(StrEnum):
+    """What a member added to a group after its creation may read."""
+
+    JOINED = "joined"
+    """From the ``member_added`` event that added them (the default)."""
+    FULL = "full"
+    """Everything the server still holds."""
+
+
 class Conversation(msgspec.Struct, frozen=True):
+    """A conversation and its settings.
+
+    ``retention_days`` None follows the server's policy; 0 keeps for ever.
+    ``purged_seq``: every entry up to it was removed by the retention purge.
+    """
+
     conversation_id: str
     kind: ConversationKind
     title: str | None
     created_by: str
     created_at: int
     last_seq: int
+    history: HistoryVisibility = HistoryVisibility.JOINED
+    retention_days: int | None = None
+    purged_seq: int = 0
 
 
 class Member(msgspec.Struct, frozen=True):
@@ -70,6 +88,9 @@ class Member(msgspec.Struct, frozen=True):
     role: Role
     delivered_seq: int
     read_seq: int
+    visible_after: int = 0
+    """The member reads entries above this seq only (a later joiner of a
+    group whose history is ``joined``: the seq before their ``member_added``)."""
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -110,7 +131,17 @@ class ChangeBatch(msgspec.Struct, frozen=True):
 
 
 class NewMessage(msgspec.Struct, frozen=True):
-    """A message to append: the store assigns seq, message_id and deduplicates."""
+    """A message to append: the store assigns seq, message_id and deduplicates.
+
+    The optional fields say what the store must know of an entry beyond its
+    bytes (a plain text sets none of them, and costs nothing more):
+    ``kind`` for every kind but ``text`` (unread counts skip side entries and
+    membership events); ``target``, the seq an edit, delete or reaction refers
+    to (the store checks it in the append's own transaction: it exists, is no
+    side entry itself and was not deleted); ``redacts``: a delete for
+    everyone, which scrubs the target and its edits in that same transaction;
+    ``mentions``: the user ids mentioned, ``*`` for everyone in a group.
+    """
 
     conversation_id: str
     sender_id: str
@@ -118,6 +149,10 @@ class NewMessage(msgspec.Struct, frozen=True):
     client_msg_id: str
     content: bytes
     ts: int
+    kind: str | None = None
+    target: int | None = None
+    redacts: bool = False
+    mentions: tuple[str, ...] = ()
 
 
 class AppendResult(msgspec.Struct, frozen=True):
@@ -125,12 +160,41 @@ class AppendResult(msgspec.Struct, frozen=True):
     duplicate: bool
 
 
+UNREAD_CAP = 10_000
+"""Unread and mention counts stop at this (a listing scans at most this many
+entries per conversation; a client shows "9999+")."""
+
+MUTED_FOR_EVER = -1
+"""``MemberSettings.muted_until`` of a conversation muted until unmuted."""
+
+
+class MemberSettings(msgspec.Struct, frozen=True):
+    """One member's own settings of a conversation, the same on all their devices.
+
+    ``muted_until``: ms since the epoch, :data:`MUTED_FOR_EVER`, or None (not
+    muted). Muting changes notifications, not unread counts.
+    """
+
+    muted_until: int | None = None
+    archived: bool = False
+    pinned: bool = False
+
+    def muted(self, now: int) -> bool:
+        return self.muted_until is not None and (
+            self.muted_until == MUTED_FOR_EVER or self.muted_until > now
+        )
+
+
 class ConversationState(msgspec.Struct, frozen=True):
     """A conversation as one member sees it in a listing or a sync answer.
 
     ``delivered_seq`` is this device's cursor (where its sync resumes);
     ``read_seq`` is the user's, the highest over all their devices (reading on
-    one device reads on all). ``unread`` counts entries after ``read_seq``.
+    one device reads on all). ``unread`` counts the messages after
+    ``read_seq`` that others sent and a person sees (no side entries, no
+    membership events, none deleted); ``mentions`` those of them that mention
+    the user (or everyone). ``history_start`` is the first seq the member can
+    still read (above a retention purge and, for a later joiner, their join).
     """
 
     conversation_id: str
@@ -141,6 +205,17 @@ class ConversationState(msgspec.Struct, frozen=True):
     read_seq: int
     unread: int
     version: int
+    mentions: int = 0
+    history_start: int = 1
+    settings: MemberSettings = msgspec.field(default_factory=MemberSettings)
+
+
+class PurgeResult(msgspec.Struct, frozen=True):
+    """What one retention sweep removed: the new ``purged_seq`` of each
+    conversation it touched, and how many entries went."""
+
+    purged: dict[str, int]
+    entries: int
 
 
 class CursorState(msgspec.Struct, frozen=True):

@@ -11,6 +11,8 @@ touch and a test double implements only that:
 - :mod:`.messages` ``MessageLog``: appends, history and the change stream;
 - :mod:`.cursors` ``CursorStore``: cursors, listings and receipt counts;
 - :mod:`.restores` ``RestoreStore``: the epoch, restores and reconcile reports;
+- :mod:`.hidden` ``HiddenStore``: each user's hidden messages;
+- :mod:`.retention` ``RetentionStore``: the retention purge;
 - :mod:`.consumers` ``ConsumerStore``: change-log consumer positions and leases;
 - :mod:`.lifecycle` ``StoreLifecycle``: start, close, readiness.
 

@@ -13,9 +13,11 @@ from tidings.core.ports.store.accounts import AccountStore
 from tidings.core.ports.store.consumers import ConsumerStore
 from tidings.core.ports.store.conversations import ConversationStore
 from tidings.core.ports.store.cursors import CursorStore
+from tidings.core.ports.store.hidden import HiddenStore
 from tidings.core.ports.store.lifecycle import StoreLifecycle
 from tidings.core.ports.store.messages import MessageLog
 from tidings.core.ports.store.restores import RestoreStore
+from tidings.core.ports.store.retention import RetentionStore
 
 
 class Store(
@@ -26,6 +28,8 @@ class Store(
     CursorStore,
     RestoreStore,
     ConsumerStore,
+    HiddenStore,
+    RetentionStore,
     Protocol,
 ):
     """Durable storage: one database behind every aggregate's protocol."""

@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from tidings.core.models import AppendResult, Conversation, ConversationKind, Member, NewMessage
+from msgspec import UNSET, UnsetType
+
+from tidings.core.models import (
+    AppendResult,
+    Conversation,
+    ConversationKind,
+    HistoryVisibility,
+    Member,
+    MemberSettings,
+    NewMessage,
+)
 
 
 class ConversationStore(Protocol):
@@ -45,6 +55,33 @@ class ConversationStore(Protocol):
         """Add/remove members and append ``event`` (its content describes the
         change) in one transaction. Adding a member already present or removing
         an absent one is a no-op; when nothing changes, nothing is appended and
-        None is returned. Unknown users: ``NOT_FOUND``.
+        None is returned. Unknown users: ``NOT_FOUND``. A member added to a
+        group whose history is ``joined`` gets ``visible_after`` = the seq
+        before the event (reads start at the event); with ``full``, 0.
         """
+        ...
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        title: str | UnsetType = UNSET,
+        history: HistoryVisibility | UnsetType = UNSET,
+        retention_days: int | None | UnsetType = UNSET,
+    ) -> Conversation:
+        """Change the given settings (the others stay); ``NOT_FOUND`` if unknown."""
+        ...
+
+    async def update_member_settings(
+        self,
+        conversation_id: str,
+        user_id: str,
+        *,
+        muted_until: int | None | UnsetType = UNSET,
+        archived: bool | UnsetType = UNSET,
+        pinned: bool | UnsetType = UNSET,
+    ) -> MemberSettings:
+        """Change the given fields of one member's settings and return them all
+        (``NOT_MEMBER`` if the user is not a member). Two devices changing
+        different fields at once both take effect."""
         ...

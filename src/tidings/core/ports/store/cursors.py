@@ -38,6 +38,9 @@ class CursorStore(Protocol):
     ) -> tuple[list[ConversationState], int]:
         """The user's conversations whose version is above ``changed_after``
         (all with 0), ordered by version, and the store's current version.
+        Each with the counts, ``history_start`` and member settings that
+        :class:`~tidings.core.models.ConversationState` describes; counts stop
+        at :data:`~tidings.core.models.UNREAD_CAP`.
         """
         ...
 

@@ -13,6 +13,14 @@ Contracts that the core relies on:
   commit; the gateway relies on it to keep several of a connection's sends in
   flight (``gateway/session.py``).
 - Every append bumps the store-wide ``version`` (:mod:`.cursors` lists by it).
+- An entry with a target (``NewMessage.target``) is checked in its append's
+  transaction: the target must be a stored entry of the conversation with
+  no target of its own (``NOT_FOUND`` otherwise) and not deleted
+  (``FORBIDDEN``). A redacting entry (a delete for everyone) replaces, in
+  that same transaction, the target's content with ``{"kind":"deleted"}``
+  and each edit of it with ``{"kind":"edit","target":T,"deleted":true}``,
+  and clears their mentions: what was said is gone from the store (on
+  SQLite, with ``secure_delete``, from the database file's live pages too).
 - Every stored message carries the version of the append that stored it, its
   *position* in the change stream. ``changes_after(p)`` never returns a
   position while a smaller one may still commit, so a consumer that resumes
@@ -48,10 +56,17 @@ class MessageLog(Protocol):
         before_seq: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
+        primary_only: bool = False,
     ) -> list[Message]:
         """Messages with ``after_seq < seq < before_seq``, in seq order; with
         ``newest_first`` the ``limit`` highest of them (still returned ascending).
+        ``primary_only`` leaves out side entries (those with a target: edits,
+        deletes, reactions), for views that fold them into their targets.
         """
+        ...
+
+    async def related(self, conversation_id: str, first_seq: int, last_seq: int) -> list[Message]:
+        """The side entries whose target is in ``first_seq..last_seq``, in seq order."""
         ...
 
     async def changes_after(self, position: int, limit: int = 100) -> ChangeBatch:
