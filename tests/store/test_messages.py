@@ -90,7 +90,8 @@ async def test_append_advances_senders_cursors_only_when_contiguous(store: Subje
     assert (members[p.alice.user_id].delivered_seq, members[p.alice.user_id].read_seq) == (0, 0)
     assert (members[p.bob.user_id].delivered_seq, members[p.bob.user_id].read_seq) == (3, 3)
     listed, _ = await store.list_conversations(p.alice.user_id, p.a_dev.device_id)
-    assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 4)]
+    # Unread counts what others sent: Bob's three, not Alice's own reply.
+    assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 3)]
     listed, _ = await store.list_conversations(p.bob.user_id, p.b_dev.device_id)
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(3, 3, 1)]
     # Once Alice has read up to 4, her next message keeps her cursors at the end.
@@ -117,7 +118,8 @@ async def test_cursors_follow_a_burst_as_if_sent_one_by_one(store: Subject) -> N
     listed, _ = await store.list_conversations(p.alice.user_id, p.a_dev.device_id)
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(6, 6, 3)]
     listed, _ = await store.list_conversations(p.bob.user_id, p.b_dev.device_id)
-    assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 9)]
+    # Bob's unread are Alice's six: not his own three.
+    assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 6)]
 
 
 async def test_appends_take_seqs_in_call_order(store: Subject) -> None:

@@ -124,6 +124,7 @@ async def test_data_and_migrations_survive_reopen(tmp_path: Path) -> None:
         (2, "sqlite_002_accounts.sql"),
         (3, "sqlite_003_restores.sql"),
         (4, "sqlite_004_changes.sql"),
+        (5, "sqlite_005_messaging.sql"),
     ]
 
 

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote
 
+from msgspec import UNSET, UnsetType
+
 from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id, now_ms
@@ -51,9 +53,12 @@ from tidings.core.models import (
     Credentials,
     CursorState,
     Device,
+    HistoryVisibility,
     Member,
+    MemberSettings,
     Message,
     NewMessage,
+    PurgeResult,
     ReceiptCounts,
     ReconcileReport,
     Restore,
@@ -63,6 +68,7 @@ from tidings.core.models import (
 from tidings.core.schema import SchemaComponent
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
 from tidings.store import migrator, sqlite_changes, sqlite_restores
+from tidings.store import sqlite_messaging as messaging
 from tidings.store.shipped import shipped
 from tidings.store.sqlite_append import (
     MESSAGE_COLUMNS,
@@ -74,6 +80,7 @@ from tidings.store.sqlite_append import (
 )
 from tidings.store.sqlite_cursors import CursorMove, advance_many
 from tidings.store.sqlite_lock import StoreLock
+from tidings.store.sqlite_scrub import WalScrubber
 from tidings.store.sqlite_writer import SqliteWriter, unavailable
 
 __all__ = ["SqliteStore", "migrate"]
@@ -179,15 +186,10 @@ _REVOKE_USER_DEVICES = "UPDATE devices SET revoked_at = ? WHERE user_id = ? AND 
 
 
 # -- row mapping -----------------------------------------------------------------
-_CONVERSATION_COLUMNS = "conversation_id, kind, title, created_by, created_at, last_seq"
 _INSERT_MEMBER = (
-    "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO members (conversation_id, user_id, role, joined_at, visible_after)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
-
-
-def _conversation(row: tuple[str, str, str | None, str, int, int]) -> Conversation:
-    cid, kind, title, created_by, created_at, last_seq = row
-    return Conversation(cid, ConversationKind(kind), title, created_by, created_at, last_seq)
 
 
 def _find_duplicate(conn: sqlite3.Connection, sender_id: str, client_msg_id: str) -> Message | None:
@@ -259,6 +261,7 @@ class SqliteStore:
         self._epoch = ""
         self._lock = StoreLock(str(self._path))
         self._writer = SqliteWriter(self._connect_writer)
+        self._scrubber = WalScrubber(str(self._path), self._busy_timeout_ms)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._reader_conns: list[sqlite3.Connection] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -333,6 +336,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self._writer.close()
+        await self._scrubber.close()
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, True)
             self._executor = None
@@ -428,6 +432,9 @@ class SqliteStore:
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        # A delete for everyone overwrites the bytes it frees (in pages and
+        # on the freelist), so deleted text does not linger in the file.
+        conn.execute("PRAGMA secure_delete = ON")
         return conn
 
     def _connect_reader(
@@ -627,12 +634,9 @@ class SqliteStore:
             if unknown:
                 raise TidingsError(ErrorCode.NOT_FOUND, f"unknown users: {', '.join(unknown)}")
             if direct_key is not None:
-                row = conn.execute(
-                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE direct_key = ?",
-                    (direct_key,),
-                ).fetchone()
-                if row is not None:
-                    return _conversation(row), False
+                found = messaging.direct_conversation(conn, direct_key)
+                if found is not None:
+                    return found, False
             version = bump_version(conn)
             conn.execute(
                 "INSERT INTO conversations (conversation_id, kind, title, created_by,"
@@ -649,8 +653,10 @@ class SqliteStore:
             )
             conn.executemany(
                 _INSERT_MEMBER,
-                [(conversation.conversation_id, creator_id, creator_role.value, now)]
-                + [(conversation.conversation_id, uid, Role.MEMBER.value, now) for uid in others],
+                [(conversation.conversation_id, creator_id, creator_role.value, now, 0)]
+                + [
+                    (conversation.conversation_id, uid, Role.MEMBER.value, now, 0) for uid in others
+                ],
             )
             return conversation, True
 
@@ -658,22 +664,18 @@ class SqliteStore:
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         def op(conn: sqlite3.Connection) -> Conversation | None:
-            row = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE conversation_id = ?",
-                (conversation_id,),
-            ).fetchone()
-            return None if row is None else _conversation(row)
+            return messaging.conversation(conn, conversation_id)
 
         return await self._read_point(op)
 
     async def get_members(self, conversation_id: str) -> list[Member]:
         def op(conn: sqlite3.Connection) -> list[Member]:
             rows = conn.execute(
-                "SELECT user_id, role, delivered_seq, read_seq FROM members"
+                "SELECT user_id, role, delivered_seq, read_seq, visible_after FROM members"
                 " WHERE conversation_id = ? ORDER BY user_id",
                 (conversation_id,),
             ).fetchall()
-            return [Member(uid, Role(role), d, r) for uid, role, d, r in rows]
+            return [Member(uid, Role(role), d, r, v) for uid, role, d, r, v in rows]
 
         return await self._read(op)
 
@@ -693,12 +695,13 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> AppendResult | None:
             row = conn.execute(
-                "SELECT kind, last_seq FROM conversations WHERE conversation_id = ?",
+                "SELECT kind, last_seq, history FROM conversations WHERE conversation_id = ?",
                 (conversation_id,),
             ).fetchone()
             if row is None:
                 raise TidingsError(ErrorCode.NOT_FOUND, "unknown conversation")
-            kind, last_seq = row
+            kind, last_seq, history = row
+            visible_after = last_seq if history == HistoryVisibility.JOINED.value else 0
             if kind == ConversationKind.DIRECT.value:
                 raise TidingsError(
                     ErrorCode.BAD_REQUEST, "the members of a direct conversation are fixed"
@@ -721,7 +724,10 @@ class SqliteStore:
                 return None
             conn.executemany(
                 _INSERT_MEMBER,
-                [(conversation_id, uid, Role.MEMBER.value, event.ts) for uid in adding],
+                [
+                    (conversation_id, uid, Role.MEMBER.value, event.ts, visible_after)
+                    for uid in adding
+                ],
             )
             for uid in removing:
                 conn.execute(
@@ -746,7 +752,67 @@ class SqliteStore:
 
     # -- messages -------------------------------------------------------------------
     async def append(self, message: NewMessage) -> AppendResult:
-        return await self._writer.submit_grouped("append", append_many, message)
+        result = await self._writer.submit_grouped("append", append_many, message)
+        if message.redacts and not result.duplicate:
+            await self._scrubber.scrub()
+        return result
+
+    async def related(self, conversation_id: str, first_seq: int, last_seq: int) -> list[Message]:
+        return await self._read(
+            lambda conn: messaging.related(conn, conversation_id, first_seq, last_seq)
+        )
+
+    # -- settings, hidden messages, retention (sqlite_messaging.py) -----------------
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        title: str | UnsetType = UNSET,
+        history: HistoryVisibility | UnsetType = UNSET,
+        retention_days: int | UnsetType | None = UNSET,
+    ) -> Conversation:
+        return await self._writer.submit(
+            "update_conversation",
+            lambda conn: messaging.update_conversation(
+                conn, conversation_id, title, history, retention_days
+            ),
+        )
+
+    async def update_member_settings(
+        self,
+        conversation_id: str,
+        user_id: str,
+        *,
+        muted_until: int | UnsetType | None = UNSET,
+        archived: bool | UnsetType = UNSET,
+        pinned: bool | UnsetType = UNSET,
+    ) -> MemberSettings:
+        return await self._writer.submit(
+            "update_member_settings",
+            lambda conn: messaging.update_member_settings(
+                conn, conversation_id, user_id, muted_until, archived, pinned
+            ),
+        )
+
+    async def set_hidden(
+        self, user_id: str, conversation_id: str, seqs: Sequence[int], hidden: bool
+    ) -> list[int]:
+        return await self._writer.submit(
+            "set_hidden",
+            lambda conn: messaging.set_hidden(conn, user_id, conversation_id, seqs, hidden),
+        )
+
+    async def hidden_seqs(self, user_id: str, conversation_id: str) -> list[int]:
+        return await self._read(lambda conn: messaging.hidden_seqs(conn, user_id, conversation_id))
+
+    async def purge_expired(self, now: int, default_days: int, max_entries: int) -> PurgeResult:
+        result = await self._writer.submit(
+            "purge_expired",
+            lambda conn: messaging.purge_expired(conn, now, default_days, max_entries),
+        )
+        if result.entries:
+            await self._scrubber.scrub()
+        return result
 
     async def history(
         self,
@@ -755,16 +821,19 @@ class SqliteStore:
         before_seq: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
+        primary_only: bool = False,
     ) -> list[Message]:
         if limit <= 0:
             return []
         upper = _NO_UPPER_BOUND if before_seq is None else before_seq
         order = "DESC" if newest_first else "ASC"
+        primary = " AND target_seq IS NULL" if primary_only else ""
 
         def op(conn: sqlite3.Connection) -> list[Message]:
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages"
-                f" WHERE conversation_id = ? AND seq > ? AND seq < ? ORDER BY seq {order} LIMIT ?",
+                f" WHERE conversation_id = ? AND seq > ? AND seq < ?{primary}"
+                f" ORDER BY seq {order} LIMIT ?",
                 (conversation_id, after_seq, upper, limit),
             ).fetchall()
             messages = [message_from_row(row) for row in rows]
@@ -798,32 +867,9 @@ class SqliteStore:
             # One read transaction: the rows and the version are one snapshot,
             # so a sync token never skips a change committed in between.
             conn.execute("BEGIN")
-            rows = conn.execute(
-                "SELECT c.conversation_id, c.kind, c.title, c.last_seq,"
-                " coalesce(dc.delivered_seq, 0), m.read_seq, c.version"
-                " FROM members AS m"
-                " JOIN conversations AS c ON c.conversation_id = m.conversation_id"
-                " LEFT JOIN device_cursors AS dc"
-                "  ON dc.device_id = ? AND dc.conversation_id = m.conversation_id"
-                " WHERE m.user_id = ? AND c.version > ?"
-                " ORDER BY c.version",
-                (device_id, user_id, changed_after),
-            ).fetchall()
+            states = messaging.list_states(conn, user_id, device_id, changed_after)
             (version,) = conn.execute("SELECT version FROM meta").fetchone()
             conn.execute("COMMIT")
-            states = [
-                ConversationState(
-                    cid,
-                    ConversationKind(kind),
-                    title,
-                    last,
-                    delivered,
-                    read,
-                    max(0, last - read),
-                    v,
-                )
-                for cid, kind, title, last, delivered, read, v in rows
-            ]
             return states, int(version)
 
         return await self._read(op)

@@ -66,7 +66,22 @@ _SENDERS = (
 _TAKE_VERSIONS = "UPDATE meta SET version = version + ? RETURNING version"
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_id, seq, message_id, sender_id, device_id,"
-    " client_msg_id, ts, content, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " client_msg_id, ts, content, kind, target_seq, mentions, version)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_TARGETS = (
+    f"SELECT m.conversation_id, m.seq, m.kind, m.target_seq FROM json_each(?1) AS j"
+    f" JOIN messages AS m ON m.conversation_id = {_field(0)} AND m.seq = {_field(1)}"
+)
+DELETED_CONTENT = b'{"kind":"deleted"}'
+"""What a deleted entry's content becomes (``docs/protocol.md``, "Delete for everyone")."""
+_SCRUB_TARGET = (
+    "UPDATE messages SET content = ?, kind = 'deleted', mentions = NULL"
+    " WHERE conversation_id = ? AND seq = ?"
+)
+_SCRUB_EDITS = (
+    "UPDATE messages SET content = ?, mentions = NULL"
+    " WHERE conversation_id = ? AND target_seq = ? AND kind = 'edit'"
 )
 _STAMP_CONVERSATION = "UPDATE conversations SET last_seq = ?, version = ? WHERE conversation_id = ?"
 MOVE_MEMBER = (
@@ -79,6 +94,17 @@ ADVANCE_DEVICE = (
     " WHERE excluded.delivered_seq > device_cursors.delivered_seq"
 )
 """Move a device's cursor forward, never back: (device_id, conversation_id, seq)."""
+
+
+def scrubbed_edit(target: int) -> bytes:
+    """What an edit of a deleted entry becomes: its place in the stream stays, its text goes."""
+    return b'{"kind":"edit","target":%d,"deleted":true}' % target
+
+
+def mentions_column(mentions: Sequence[str]) -> str | None:
+    """``messages.mentions``: the ids space-padded (`` u1 u2 ``), so that "is
+    ``u`` mentioned" is one ``LIKE '% u %'`` in either engine; None for none."""
+    return f" {' '.join(mentions)} " if mentions else None
 
 
 def message_from_row(row: tuple[str, int, str, str, str, int, bytes]) -> Message:
@@ -110,7 +136,10 @@ class LogWrites:
         self._moved_members: set[tuple[str, str]] = set()
         self._devices: dict[tuple[str, str], int] = {}
         self._moved_devices: set[tuple[str, str]] = set()
-        self._rows: list[tuple[str, int, str, str, str, str, int, bytes]] = []
+        self._rows: list[
+            tuple[str, int, str, str, str, str, int, bytes, str | None, int | None, str | None]
+        ] = []
+        self._redacted: list[tuple[str, int]] = []
 
     def conversation(self, conversation_id: str, last_seq: int) -> None:
         self._last_seq.setdefault(conversation_id, last_seq)
@@ -155,8 +184,13 @@ class LogWrites:
                 stored.client_msg_id,
                 stored.ts,
                 stored.content,
+                message.kind,
+                message.target,
+                mentions_column(message.mentions),
             )
         )
+        if message.redacts and message.target is not None:
+            self._redacted.append((cid, message.target))
         behind = seq - 1
         member = (cid, message.sender_id)
         cursors = self._members.get(member)
@@ -194,6 +228,9 @@ class LogWrites:
             conn.executemany(
                 ADVANCE_DEVICE, [(*key, self._devices[key]) for key in self._moved_devices]
             )
+        for cid, target in self._redacted:
+            conn.execute(_SCRUB_TARGET, (DELETED_CONTENT, cid, target))
+            conn.execute(_SCRUB_EDITS, (scrubbed_edit(target), cid, target))
 
 
 def append_many(
@@ -219,6 +256,7 @@ def append_many(
     ):
         log.conversation(cid, last_seq)
         log.sender(cid, uid, device_id, (delivered, read, device_delivered))
+    targets = _Targets(conn, messages)
     outcomes: list[AppendResult | TidingsError] = []
     for message in messages:
         key = (message.sender_id, message.client_msg_id)
@@ -227,8 +265,45 @@ def append_many(
             outcomes.append(AppendResult(duplicate, duplicate=True))
         elif not log.knows(message):
             outcomes.append(TidingsError(ErrorCode.NOT_MEMBER, "not a member of this conversation"))
+        elif (refused := targets.refuse(message)) is not None:
+            outcomes.append(refused)
         else:
             stored[key] = added = log.add(message)
+            targets.added(message, added.seq)
             outcomes.append(AppendResult(added, duplicate=False))
     log.write(conn)
     return outcomes
+
+
+class _Targets:
+    """The entries that the side entries of a run refer to, as the run goes:
+    loaded in one statement (none for a run of plain texts), then kept up to
+    date as the run adds entries and deletes, so that an edit after a delete
+    of the same target in one run is refused exactly as in two."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self, conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> None:
+        self._known: dict[tuple[str, int], tuple[str | None, int | None]] = {}
+        wanted = [(m.conversation_id, m.target) for m in messages if m.target is not None]
+        if wanted:
+            for cid, seq, kind, target in conn.execute(_TARGETS, (json_array(wanted),)):
+                self._known[(cid, seq)] = (kind, target)
+
+    def refuse(self, message: NewMessage) -> TidingsError | None:
+        """Why ``message``'s target rules it out, or None (also when it has none)."""
+        if message.target is None:
+            return None
+        found = self._known.get((message.conversation_id, message.target))
+        if found is None or found[1] is not None:
+            return TidingsError(
+                ErrorCode.NOT_FOUND, f"no message {message.target} in this conversation"
+            )
+        if found[0] == "deleted":
+            return TidingsError(ErrorCode.FORBIDDEN, f"message {message.target} was deleted")
+        return None
+
+    def added(self, message: NewMessage, seq: int) -> None:
+        self._known[(message.conversation_id, seq)] = (message.kind, message.target)
+        if message.redacts and message.target is not None:
+            self._known[(message.conversation_id, message.target)] = ("deleted", None)

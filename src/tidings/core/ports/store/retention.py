@@ -2,11 +2,12 @@
 
 A conversation's policy is its own ``retention_days`` when set (0: keep for
 ever), else the server's. What goes is a prefix of the seq stream: every
-entry up to the highest seq whose ``ts`` is older than the policy allows
-(clocks of several nodes may differ a little; a prefix keeps "history starts
-at seq N" true). The conversation's ``purged_seq`` records it, and listings
-report ``history_start = purged_seq + 1`` so that a device that was offline
-longer than the policy sees a gap, not silence.
+entry from the first still held up to the first that has not expired yet
+(clocks of several nodes may differ a little, so an entry may wait for an
+older-stamped one after it; a prefix keeps "history starts at seq N" true).
+The conversation's ``purged_seq`` records it, and listings report
+``history_start = purged_seq + 1``, so that a device that was offline longer
+than the policy sees a gap, not silence.
 """
 
 from __future__ import annotations
