@@ -82,6 +82,16 @@ class Settings:
     """Largest WebSocket frame; larger closes the connection with code 1009."""
     max_group_members: int = 1000
     """Largest group size."""
+    edit_window_s: int = 48 * 3600
+    """How long after sending a message its author may edit it."""
+    moderators: str = ""
+    """Comma-separated usernames of the server's moderators: they may delete any
+    message in the conversations they are members of."""
+    retention_days: int = 0
+    """Server-wide retention: entries older than this many days are purged (0: kept for
+    ever); a conversation's own ``retention_days`` overrides it."""
+    retention_sweep_s: int = 600
+    """How often the retention purge looks for expired entries."""
     receipt_detail_max_members: int = 32
     """Groups up to this size get per-member ``receipt`` frames; larger ones coalesced
     ``receipt_summary`` counts."""

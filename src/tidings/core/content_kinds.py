@@ -15,13 +15,15 @@ own is parsed a second time only when it is that kind.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
 from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.models import Device, Member, Message
+from tidings.settings import Settings
 
 C = TypeVar("C", bound=msgspec.Struct)
 Senders = Literal["clients", "server"]
@@ -30,10 +32,56 @@ server writes it, and a client sending it gets ``bad_frame``."""
 
 
 class ContentHead(msgspec.Struct, frozen=True):
-    """The part of every content the core reads; the rest is opaque and kept as sent."""
+    """The part of every content the core reads; the rest is opaque and kept as sent.
+
+    ``target`` is the seq a side entry (edit, delete, reaction) refers to;
+    ``reply_to``, ``mentions`` and ``mention_all`` are what the store and the
+    rules need of a text. Fields a content does not carry cost nothing to parse.
+    """
 
     kind: str = "text"
     text: str | None = None
+    target: int | None = None
+    reply_to: int | None = None
+    mentions: list[str] | None = None
+    mention_all: bool = False
+
+
+class RuleContext(Protocol):
+    """What a kind's :data:`Rule` may ask about the send it judges (each answer
+    is read from the store when asked, so a rule pays only for what it uses)."""
+
+    @property
+    def sender(self) -> Device: ...
+
+    @property
+    def conversation_id(self) -> str: ...
+
+    @property
+    def now(self) -> int: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def entry(self, seq: int) -> Message:
+        """The entry at ``seq`` (``NOT_FOUND`` if the conversation has none)."""
+        ...
+
+    async def member(self) -> Member:
+        """The sender as a member (``NOT_MEMBER`` if not one)."""
+        ...
+
+    async def is_group(self) -> bool: ...
+
+    async def is_moderator(self) -> bool:
+        """Whether the sender is one of the server's moderators."""
+        ...
+
+
+Rule = Callable[[ContentHead, RuleContext], Awaitable[None]]
+"""Who may send a kind, and when: raises ``FORBIDDEN`` (or ``NOT_FOUND``, or
+``BAD_FRAME``) to refuse. Runs before the append; what can change between the
+two (a target deleted meanwhile) the store checks again in the append itself."""
 
 
 Check = Callable[[Any], str | None]
@@ -50,7 +98,11 @@ class ContentKind(Generic[C]):
     must carry a string ``text`` (checked on the head, at no extra cost).
     ``max_bytes`` lowers the node's ``max_content_bytes`` for this kind (a
     reaction needs far less than a text); ``indexable_text`` is what search
-    indexes of it.
+    indexes of it. ``rule`` decides who may send it (see :data:`Rule`);
+    ``targets``: its ``target`` refers to an earlier entry (a side entry, folded
+    into that entry by views); ``redacts``: it deletes its target for everyone.
+    ``rule_applies`` limits the rule to the contents that need it (a text's
+    rule runs only for replies and mentions), so the others pay nothing.
     """
 
     name: str
@@ -60,6 +112,10 @@ class ContentKind(Generic[C]):
     needs_text: bool = False
     max_bytes: int | None = None
     check: Check | None = None
+    rule: Rule | None = None
+    rule_applies: Callable[[ContentHead], bool] | None = None
+    targets: bool = False
+    redacts: bool = False
 
     def validator(self) -> Callable[[bytes], None] | None:
         """What validating this kind takes beyond the head (None: nothing)."""
@@ -87,10 +143,16 @@ class ContentKind(Generic[C]):
 @dataclass(frozen=True, slots=True)
 class ClientKind:
     """What ``check_content`` does for one kind a client may send, precomputed so
-    that a ``text`` costs a dict lookup and two tests beyond its one parse."""
+    that a ``text`` costs a dict lookup and two tests beyond its one parse; and
+    what the send then needs of it (``stored_kind``: None for ``text``)."""
 
     needs_text: bool
     validate: Callable[[bytes], None] | None
+    rule: Rule | None = None
+    rule_applies: Callable[[ContentHead], bool] | None = None
+    stored_kind: str | None = None
+    targets: bool = False
+    redacts: bool = False
 
 
 class ContentKinds:
@@ -111,7 +173,15 @@ class ContentKinds:
             raise ValueError(f"content kind {kind.name!r} is registered twice")
         self._kinds[kind.name] = kind
         if kind.sent_by == "clients":
-            self.sendable[kind.name] = ClientKind(kind.needs_text, kind.validator())
+            self.sendable[kind.name] = ClientKind(
+                kind.needs_text,
+                kind.validator(),
+                kind.rule,
+                kind.rule_applies,
+                None if kind.name == "text" else kind.name,
+                kind.targets,
+                kind.redacts,
+            )
 
     def __iter__(self) -> Iterator[ContentKind[Any]]:
         return iter(self._kinds.values())

@@ -65,7 +65,24 @@ class TypingEvent(msgspec.Struct, tag="typing", frozen=True):
     expires_ms: int
 
 
-BusEvent = MessageEvent | ReceiptEvent | JoinedEvent | RevokedEvent | DisabledEvent | TypingEvent
+class UserFrameEvent(msgspec.Struct, tag="user_frame", frozen=True):
+    """A frame for every live session of one user, on all nodes: how a change
+    of the user's own state (hidden messages, conversation settings) reaches
+    their other devices at once. ``frame`` is the encoded JSON frame."""
+
+    user_id: str
+    frame: bytes
+
+
+BusEvent = (
+    MessageEvent
+    | ReceiptEvent
+    | JoinedEvent
+    | RevokedEvent
+    | DisabledEvent
+    | TypingEvent
+    | UserFrameEvent
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusEvent)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 
-from tidings.core.content_kinds import ContentHead, ContentKinds, invalid
+from tidings.core.content_kinds import ClientKind, ContentHead, ContentKinds, invalid
 from tidings.core.errors import ErrorCode, TidingsError
 
 # Text a client sends that the store keeps or looks up must not hold a NUL
@@ -198,9 +198,10 @@ def _diagnose(data: bytes | str, exc: Exception) -> FrameError:
 
 def check_content(
     content: msgspec.Raw | bytes, max_content_bytes: int, kinds: ContentKinds
-) -> None:
+) -> tuple[ContentHead, ClientKind]:
     """Reject content that is too large, not an object, of a kind clients may
-    not send, or invalid as its kind (``kinds`` says what each kind needs)."""
+    not send, or invalid as its kind (``kinds`` says what each kind needs);
+    return its head and its kind, which the send needs next."""
     raw = bytes(content)
     if len(raw) > max_content_bytes:
         raise TidingsError(
@@ -220,6 +221,7 @@ def check_content(
         raise TidingsError(ErrorCode.BAD_FRAME, f"{head.kind} content needs a string field 'text'")
     if kind.validate is not None:
         kind.validate(raw)
+    return head, kind
 
 
 # Counters (seqs, store versions) fit in 53 bits: they travel as JSON numbers.

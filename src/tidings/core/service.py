@@ -48,16 +48,20 @@ from tidings.core.models import (
 from tidings.core.ports.store.accounts import AccountStore
 from tidings.core.ports.store.conversations import ConversationStore
 from tidings.core.ports.store.cursors import CursorStore
+from tidings.core.ports.store.hidden import HiddenStore
 from tidings.core.ports.store.messages import MessageLog
 from tidings.core.ports.store.restores import RestoreStore
 from tidings.core.publisher import Publisher
 from tidings.core.ratelimit import KeyedRateLimiter
+from tidings.core.send_rules import SendContext
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.messages")
 
 
-class ChatStore(AccountStore, ConversationStore, MessageLog, CursorStore, RestoreStore, Protocol):
+class ChatStore(
+    AccountStore, ConversationStore, MessageLog, CursorStore, RestoreStore, HiddenStore, Protocol
+):
     """What the chat service uses of the store: every aggregate a client touches
     (accounts only to revoke a device at logout), not the change-log consumers
     nor the lifecycle, which belong to the node."""
@@ -125,6 +129,9 @@ class ChatService:
         self._settings = settings
         self._send_limiter = KeyedRateLimiter(
             settings.send_rate_per_s, settings.send_burst, "messages"
+        )
+        self._moderators = frozenset(
+            name.strip().lower() for name in settings.moderators.split(",") if name.strip()
         )
 
     @property
@@ -240,6 +247,7 @@ class ChatService:
             client_msg_id=new_id("sys"),
             content=content,
             ts=now_ms(),
+            kind=kind,
         )
         result = await self._store.change_members(conversation_id, added, removed, event)
         if result is None:
@@ -263,12 +271,22 @@ class ChatService:
         before_seq: int | None,
         limit: int,
     ) -> list[Message]:
-        await self._require_member(user_id, conversation_id)
+        start = await self.history_start(user_id, conversation_id)
         limit = max(1, min(limit, self._settings.history_page_limit))
         newest_first = after_seq == 0 and before_seq is not None
         return await self._store.history(
-            conversation_id, after_seq, before_seq, limit, newest_first=newest_first
+            conversation_id, max(after_seq, start - 1), before_seq, limit, newest_first=newest_first
         )
+
+    async def history_start(self, user_id: str, conversation_id: str) -> int:
+        """The first seq ``user_id`` may read (``NOT_MEMBER`` if not a member):
+        above the retention purge and, for a later joiner of a group that
+        shows history from the join, their ``member_added``."""
+        members = await self._require_member(user_id, conversation_id)
+        conversation = await self._store.get_conversation(conversation_id)
+        purged = 0 if conversation is None else conversation.purged_seq
+        member = next(m for m in members if m.user_id == user_id)
+        return max(purged, member.visible_after) + 1
 
     # -- messages ---------------------------------------------------------------
 
@@ -280,9 +298,21 @@ class ChatService:
         content: bytes,
         origin_session: str = "",
     ) -> AppendResult:
-        """Persist a message (at most once per client_msg_id) and fan it out."""
-        check_content(content, self._settings.max_content_bytes, self.content_kinds)
+        """Persist a message (at most once per client_msg_id) and fan it out.
+
+        A kind with a rule (who may edit, delete, ...) is judged before the
+        append; the store checks its target again inside the append."""
+        head, kind = check_content(content, self._settings.max_content_bytes, self.content_kinds)
         self._send_limiter.check(device.user_id)
+        now = now_ms()
+        if kind.rule is not None and (kind.rule_applies is None or kind.rule_applies(head)):
+            context = SendContext(
+                self._store, device, conversation_id, now, self._settings, self._moderators
+            )
+            await kind.rule(head, context)
+        mentions: tuple[str, ...] = ()
+        if head.mentions or head.mention_all:
+            mentions = (*(("*",) if head.mention_all else ()), *(head.mentions or ()))
         result = await self._store.append(
             NewMessage(
                 conversation_id=conversation_id,
@@ -290,7 +320,11 @@ class ChatService:
                 device_id=device.device_id,
                 client_msg_id=client_msg_id,
                 content=content,
-                ts=now_ms(),
+                ts=now,
+                kind=kind.stored_kind,
+                target=head.target if kind.targets else None,
+                redacts=kind.redacts,
+                mentions=mentions,
             )
         )
         message = result.message
@@ -352,7 +386,9 @@ class ChatService:
         messages: list[Message] = []
         more = False
         for state in states:
-            start = cursors.get(state.conversation_id, state.delivered_seq)
+            start = max(
+                cursors.get(state.conversation_id, state.delivered_seq), state.history_start - 1
+            )
             if start >= state.last_seq:
                 continue
             if budget <= 0:

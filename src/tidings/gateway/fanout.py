@@ -23,6 +23,7 @@ from tidings.core.events import (
     ReceiptEvent,
     RevokedEvent,
     TypingEvent,
+    UserFrameEvent,
     decode_event,
 )
 from tidings.core.frames import Receipt, encode
@@ -99,6 +100,8 @@ class Fanout:
             self._close_sessions(event.user_id, event.device_id, b"token revoked")
         elif isinstance(event, DisabledEvent):
             self._close_sessions(event.user_id, None, b"account disabled")
+        elif isinstance(event, UserFrameEvent):
+            self._registry.write_to_user(event.user_id, text_frame(event.frame))
         elif isinstance(event, MessageEvent):
             for ready in self._in_order(event):
                 self._route(ready)
