@@ -32,6 +32,7 @@ from tidings.core.service import ChatService
 from tidings.core.workers import ChangeWorker
 from tidings.features import Feature, FeatureContext
 from tidings.features.host import Plugged, content_kinds_of, schema_of
+from tidings.features.messaging import MESSAGING
 from tidings.features.ops import OPS
 from tidings.features.text import TEXT
 from tidings.gateway.fanout import Fanout
@@ -59,8 +60,10 @@ LOCAL_PRESENCE = (
 """Why presence on this node cannot be trusted across the cluster: said at start
 and by /readyz, since nothing else would show it (every probe answers)."""
 
-BUILT_IN: tuple[Feature, ...] = (TEXT, OPS)
-"""Features every node has: the ``text`` kind and the operator routes."""
+BUILT_IN: tuple[Feature, ...] = (TEXT, MESSAGING, OPS)
+"""Features every node has: the ``text`` kind, what people expect of a chat
+(edits, deletes, reactions, hidden messages, settings, retention) and the
+operator routes."""
 
 
 def open_store(settings: Settings, components: Sequence[SchemaComponent] = ()) -> Store:
@@ -286,6 +289,7 @@ def _context(node: Node, feature: Feature, config_file: str | None) -> FeatureCo
         own,
         node.store,
         node.bus,
+        node.publisher,
         node.service,
         node.auth,
         node.metrics,

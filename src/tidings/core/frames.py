@@ -290,12 +290,20 @@ class Msg(msgspec.Struct, tag="msg", tag_field="type", frozen=True):
     content: msgspec.Raw
 
 
-class ConversationCursor(msgspec.Struct, frozen=True):
+class ConversationCursor(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A conversation in ``sync_done``; the fields after ``unread`` are left
+    out at their defaults (nothing mentioned, history from seq 1, not muted)."""
+
     conversation_id: str
     last_seq: int
     delivered_seq: int
     read_seq: int
     unread: int
+    mentions: int = 0
+    history_start: int = 1
+    muted: bool = False
+    archived: bool = False
+    pinned: bool = False
 
 
 class SyncDone(msgspec.Struct, tag="sync_done", tag_field="type", frozen=True, omit_defaults=True):

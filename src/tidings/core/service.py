@@ -54,9 +54,14 @@ from tidings.core.ports.store.restores import RestoreStore
 from tidings.core.publisher import Publisher
 from tidings.core.ratelimit import KeyedRateLimiter
 from tidings.core.send_rules import SendContext
+from tidings.core.view import ViewEntry, fold
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.messages")
+
+VIEW_READS = 8
+"""Most history reads one ``view=current`` page makes to fill up past entries
+the caller hid (it then returns what it has; the client pages on)."""
 
 
 class ChatStore(
@@ -277,6 +282,42 @@ class ChatService:
         return await self._store.history(
             conversation_id, max(after_seq, start - 1), before_seq, limit, newest_first=newest_first
         )
+
+    async def current_view(
+        self,
+        user_id: str,
+        conversation_id: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[ViewEntry]:
+        """History as a person sees it now (``?view=current``): side entries
+        folded into their targets, the entries ``user_id`` hid left out. Pages
+        like :meth:`history`, by the seqs of what it returns; a page fills up
+        past hidden entries (a bounded number of reads)."""
+        start = await self.history_start(user_id, conversation_id)
+        limit = max(1, min(limit, self._settings.history_page_limit))
+        newest_first = after_seq == 0 and before_seq is not None
+        hidden = set(await self._store.hidden_seqs(user_id, conversation_id))
+        low, high = max(after_seq, start - 1), before_seq
+        shown: list[Message] = []
+        for _ in range(VIEW_READS):
+            page = await self._store.history(
+                conversation_id, low, high, limit, newest_first=newest_first, primary_only=True
+            )
+            kept = [m for m in page if m.seq not in hidden]
+            shown = kept[-(limit - len(shown)) :] + shown if newest_first else shown + kept
+            if len(page) < limit or len(shown) >= limit:
+                break
+            if newest_first:
+                high = page[0].seq
+            else:
+                low = page[-1].seq
+        shown = shown[-limit:] if newest_first else shown[:limit]
+        if not shown:
+            return []
+        side = await self._store.related(conversation_id, shown[0].seq, shown[-1].seq)
+        return fold(shown, side, user_id)
 
     async def history_start(self, user_id: str, conversation_id: str) -> int:
         """The first seq ``user_id`` may read (``NOT_MEMBER`` if not a member):

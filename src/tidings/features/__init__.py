@@ -21,6 +21,7 @@ from tidings.core.auth import AuthService
 from tidings.core.content_kinds import ContentKind
 from tidings.core.ports.bus import Bus
 from tidings.core.ports.store.composite import Store
+from tidings.core.publisher import Publisher
 from tidings.core.service import ChatService
 from tidings.core.workers import ChangeWorker
 from tidings.http.ops import Readiness
@@ -51,6 +52,8 @@ class FeatureContext:
     """This feature's settings (an instance of ``Feature.settings``), or None."""
     store: Store
     bus: Bus
+    publisher: Publisher
+    """Publishes bus events and holds them while the bus is down (``core/publisher.py``)."""
     service: ChatService
     auth: AuthService
     metrics: Metrics

@@ -311,6 +311,7 @@ class SessionHandler:
         answer = await self._service.sync(conn.device, frame.since, frame.cursors, frame.limit)
         for message in answer.messages:
             self._reply(conn, "msg", msg_frame(message))
+        now = now_ms()
         done = SyncDone(
             id=frame.id,
             token=answer.token,
@@ -322,6 +323,11 @@ class SessionHandler:
                     delivered_seq=s.delivered_seq,
                     read_seq=s.read_seq,
                     unread=s.unread,
+                    mentions=s.mentions,
+                    history_start=s.history_start,
+                    muted=s.settings.muted(now),
+                    archived=s.settings.archived,
+                    pinned=s.settings.pinned,
                 )
                 for s in answer.conversations
             ],

@@ -22,6 +22,7 @@ from tidings.core.frames import (
     PostMessageBody,
     RegisterBody,
 )
+from tidings.core.ids import now_ms
 from tidings.core.models import ConversationKind
 from tidings.core.service import ChatService, ack
 from tidings.http import schemas
@@ -157,11 +158,11 @@ class HttpApi:
             Route(
                 "GET",
                 "/v1/conversations/{cid}/messages",
-                "History by seq (members only)",
+                "History by seq (members only); view=current folds edits, deletes and reactions",
                 self.history,
                 HistoryParams,
                 None,
-                {200: schemas.MessageListOut},
+                {200: (schemas.MessageListOut, schemas.ViewListOut)},
                 MEMBERS_ONLY,
             ),
             Route(
@@ -219,7 +220,10 @@ class HttpApi:
 
     async def list_conversations(self, call: Call[NoParams, None]) -> web.Response:
         states = await self._service.list_conversations(call.caller)
-        return json_response(schemas.ConversationListOut([schemas.summary_out(s) for s in states]))
+        now = now_ms()
+        return json_response(
+            schemas.ConversationListOut([schemas.summary_out(s, now) for s in states])
+        )
 
     async def get_conversation(self, call: Call[ConversationPath, None]) -> web.Response:
         conv, members = await self._service.get_conversation(call.caller.user_id, call.params.cid)
@@ -242,6 +246,12 @@ class HttpApi:
 
     async def history(self, call: Call[HistoryParams, None]) -> web.Response:
         q = call.params
+        if q.view == "current":
+            entries = await self._service.current_view(
+                call.caller.user_id, q.cid, q.after_seq, q.before_seq, q.limit or HISTORY_LIMIT
+            )
+            view = [msgspec.convert(e, schemas.ViewEntryOut, from_attributes=True) for e in entries]
+            return json_response(schemas.ViewListOut(view))
         messages = await self._service.history(
             call.caller.user_id, q.cid, q.after_seq, q.before_seq, q.limit or HISTORY_LIMIT
         )

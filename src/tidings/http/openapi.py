@@ -56,9 +56,11 @@ def _parameters(route: AnyRoute) -> list[dict[str, Any]]:
     return params
 
 
-def _content(reply: type | Media) -> dict[str, Any]:
+def _content(reply: type | tuple[type, ...] | Media) -> dict[str, Any]:
     if isinstance(reply, Media):
         return {reply.content_type: {"schema": reply.schema}}
+    if isinstance(reply, tuple):
+        return {"application/json": {"schema": {"anyOf": [_ref(kind) for kind in reply]}}}
     return {"application/json": {"schema": _ref(reply)}}
 
 
@@ -87,7 +89,11 @@ def build_openapi(routes: Sequence[AnyRoute]) -> dict[str, Any]:
     for route in routes:
         if route.body is not None:
             kinds.add(route.body)
-        kinds.update(r for r in route.replies.values() if isinstance(r, type))
+        for reply in route.replies.values():
+            if isinstance(reply, type):
+                kinds.add(reply)
+            elif isinstance(reply, tuple):
+                kinds.update(reply)
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda k: k.__name__), ref_template=_REF
     )

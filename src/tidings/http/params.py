@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -53,6 +53,13 @@ class HistoryParams(msgspec.Struct, frozen=True):
         Seq,
         msgspec.Meta(description=f"At most this many (0: {HISTORY_LIMIT}); the server caps it."),
     ] = HISTORY_LIMIT
+    view: Annotated[
+        Literal["stream", "current"],
+        msgspec.Meta(
+            description="stream: every entry as stored; current: one per message a person"
+            " sees, with edits, deletes and reactions folded in"
+        ),
+    ] = "stream"
 
 
 class ReceiptsParams(msgspec.Struct, frozen=True):

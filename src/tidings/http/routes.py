@@ -42,8 +42,9 @@ class Media:
     schema: dict[str, Any]
 
 
-# A success reply: a JSON body of this Struct, another media type, or no body.
-Reply = type[msgspec.Struct] | Media | None
+# A success reply: a JSON body of this Struct (or of one of these, told apart
+# by the request), another media type, or no body.
+Reply = type[msgspec.Struct] | tuple[type[msgspec.Struct], ...] | Media | None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class ConversationOut(msgspec.Struct, frozen=True):
     created_at: int
     last_seq: int
     members: list[MemberOut]
+    history: str = "joined"
+    retention_days: int | None = None
 
 
 class ConversationSummaryOut(msgspec.Struct, frozen=True):
@@ -59,6 +61,37 @@ class ConversationSummaryOut(msgspec.Struct, frozen=True):
     delivered_seq: int
     read_seq: int
     unread: int
+    mentions: int = 0
+    history_start: int = 1
+    muted: bool = False
+    muted_until: int | None = None
+    archived: bool = False
+    pinned: bool = False
+
+
+class ReactionOut(msgspec.Struct, frozen=True):
+    emoji: str
+    count: int
+    me: bool
+
+
+class ViewEntryOut(msgspec.Struct, frozen=True):
+    """One message as a person sees it now (``?view=current``)."""
+
+    seq: int
+    message_id: str
+    sender_id: str
+    client_msg_id: str
+    ts: int
+    content: msgspec.Raw
+    edited: bool
+    edited_ts: int | None
+    deleted: bool
+    reactions: list[ReactionOut]
+
+
+class ViewListOut(msgspec.Struct, frozen=True):
+    messages: list[ViewEntryOut]
 
 
 class ConversationListOut(msgspec.Struct, frozen=True):
@@ -118,10 +151,13 @@ def conversation_out(conv: Conversation, members: list[Member]) -> ConversationO
         created_at=conv.created_at,
         last_seq=conv.last_seq,
         members=[member_out(m) for m in members],
+        history=conv.history.value,
+        retention_days=conv.retention_days,
     )
 
 
-def summary_out(state: ConversationState) -> ConversationSummaryOut:
+def summary_out(state: ConversationState, now: int) -> ConversationSummaryOut:
+    settings = state.settings
     return ConversationSummaryOut(
         conversation_id=state.conversation_id,
         kind=state.kind.value,
@@ -130,6 +166,12 @@ def summary_out(state: ConversationState) -> ConversationSummaryOut:
         delivered_seq=state.delivered_seq,
         read_seq=state.read_seq,
         unread=state.unread,
+        mentions=state.mentions,
+        history_start=state.history_start,
+        muted=settings.muted(now),
+        muted_until=settings.muted_until,
+        archived=settings.archived,
+        pinned=settings.pinned,
     )
 
 

@@ -232,6 +232,12 @@ _FAMILIES = (
         "worker",
     ),
     (
+        "retention_purged",
+        "tidings_retention_purged",
+        "Entries removed by the retention purge (expired under the retention policy)",
+        "",
+    ),
+    (
         "changelog_handled",
         "tidings_changelog_handled",
         "Changes handed to a change-log worker (a retried batch counts again)",
@@ -264,6 +270,7 @@ class Metrics:
         self.changelog_lag = LabelledGauge(LoopLag)
         self.changelog_behind = LabelledGauge(LoopGauge)
         self.changelog_handled = LabelledCounter()
+        self.retention_purged = LoopCounter()
         self.changelog_failures = LabelledCounter()
         self.registry = CollectorRegistry()
         self.registry.register(
