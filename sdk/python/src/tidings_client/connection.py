@@ -10,7 +10,9 @@ owns tasks, futures and timeouts.
 Delivery rules an application should know:
 
 - ``events()`` yields :data:`ClientEvent`: live messages, receipts, typing,
-  presence, ``reconnect``, unsolicited errors, and unknown or broken frames.
+  presence, this user's hidden messages and conversation state (changed on
+  any of their devices), ``reconnect``, unsolicited errors, and unknown or
+  broken frames.
   Acks, pongs and sync pages go to the calls that asked for them.
 - Messages that arrive while :meth:`TidingsClient.sync` runs are returned by
   that sync and are *not* repeated in ``events()``; every message reaches the

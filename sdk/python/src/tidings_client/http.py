@@ -1,10 +1,12 @@
 """The HTTP half of the SDK: :class:`TidingsHTTP`.
 
-Accounts, conversations, membership and history are request/response calls,
-so they live on the REST API (``/v1``) rather than on the WebSocket. Answers
-are decoded into the same structs the WebSocket uses where the data is the
-same (:class:`Ack` for a posted message, :class:`Message` for history), so an
-application handles one vocabulary whichever transport brought it.
+Accounts, conversations, membership, history (raw or folded into the
+``view=current``), hiding messages and each user's state of a conversation are
+request/response calls, so they live on the REST API (``/v1``) rather than on
+the WebSocket. Answers are decoded into the same structs the WebSocket uses
+where the data is the same (:class:`Ack` for a posted message,
+:class:`Message` for history, :class:`ConversationState`), so an application
+handles one vocabulary whichever transport brought it.
 
 Every non-2xx answer raises :class:`TidingsClientError` with the server's
 ``{"error": {"code", "message", "retryable"}}`` and the HTTP ``status``;

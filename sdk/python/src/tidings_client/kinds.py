@@ -19,7 +19,7 @@ its raw content, and keeps going.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -110,7 +110,7 @@ _KNOWN_KINDS = frozenset(
 )
 
 
-def parse_content(content: Content) -> KnownContent | None:
+def parse_content(content: Mapping[str, object]) -> KnownContent | None:
     """The typed form of a message's content; ``None`` for an unknown kind or
     a known kind with fields this SDK cannot read (show it as unsupported)."""
     kind = content.get("kind", "text")
