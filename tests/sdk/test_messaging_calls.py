@@ -18,6 +18,7 @@ from tidings_client import (
     ConversationSyncState,
     DeleteContent,
     EditContent,
+    EpochChanged,
     Hidden,
     HistoryGap,
     MemberAdded,
@@ -25,6 +26,7 @@ from tidings_client import (
     OutboxStatus,
     ReactionContent,
     RequestFailed,
+    RequestSync,
     SendFailed,
     SyncComplete,
     SyncResult,
@@ -253,3 +255,20 @@ def test_history_start_at_the_cursor_is_no_gap() -> None:
     h.core.sync_completed(1.0, purged([], last_seq=2, history_start=3))
     assert not [e for e in h.take()[1] if isinstance(e, HistoryGap)]
     assert h.core.cursors[CID] == 2
+
+
+def test_epoch_check_does_not_take_purged_messages_for_lost_ones() -> None:
+    h = Harness()
+    h.online(sync=result([msg(s) for s in range(1, 6)]))
+    h.core.disconnected(1.0)
+    h.core.tick(10.0)
+    h.core.connected(10.0, welcome("e2"))
+    assert [c for c in h.take()[0] if isinstance(c, RequestSync)] == [RequestSync({CID: 3})]
+    # The restored server still has 5 as it was, but its retention purge
+    # removed 1..4: absent from the answer, yet not lost in the restore.
+    h.core.sync_completed(10.1, purged([msg(5)], last_seq=5, history_start=5))
+    commands, events = h.take()
+    assert not [c for c in commands if isinstance(c, RequestSync) and c.cursors == {CID: 0}]
+    (changed,) = [e for e in events if isinstance(e, EpochChanged)]
+    assert changed.lost == ()
+    assert h.store.unconfirmed(CID) == []
