@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from tidings_client.frames import Content
+from tidings_client.frames import Content, frame_types
 
 # The server's bounds (the wire contract of these kinds).
 MAX_MENTIONS = 100
@@ -105,9 +105,7 @@ KnownContent = (
 _encoder = msgspec.json.Encoder()
 _content_decoder: msgspec.json.Decoder[Content] = msgspec.json.Decoder(Content)
 
-_KNOWN_KINDS = frozenset(
-    {"text", "edit", "delete", "reaction", "deleted", "member_added", "member_removed"}
-)
+_KNOWN_KINDS = frame_types(KnownContent)
 
 
 def parse_content(content: Mapping[str, object]) -> KnownContent | None:
