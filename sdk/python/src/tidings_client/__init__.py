@@ -8,6 +8,11 @@ Three layers, each usable on its own:
   (``await TidingsClient.connect(ws_url, token)``);
 - :class:`TidingsHTTP`: the REST API (accounts, conversations, history).
 
+Message kinds (replies, mentions, edits, deletes, reactions) are built by
+:func:`text_content` and friends and read with :func:`parse_content`;
+:class:`ConversationView` folds a conversation's entries into what a person
+sees, as the server's ``view=current`` does.
+
 Only the names in ``__all__`` are public; modules are implementation detail.
 Errors form one tree rooted at :class:`TidingsClientError` (see
 :mod:`tidings_client.errors`).
@@ -35,7 +40,9 @@ from tidings_client.errors import (
 from tidings_client.frames import (
     Ack,
     Content,
+    ConversationState,
     ConversationSyncState,
+    Hidden,
     Limits,
     Message,
     Notice,
@@ -53,10 +60,27 @@ from tidings_client.frames import (
 from tidings_client.http import (
     Conversation,
     ConversationSummary,
+    HiddenSet,
     LoginResult,
     Member,
     TidingsHTTP,
     User,
+)
+from tidings_client.kinds import (
+    DeleteContent,
+    DeletedContent,
+    EditContent,
+    KnownContent,
+    MemberAdded,
+    MemberRemoved,
+    MembershipContent,
+    ReactionContent,
+    TextContent,
+    delete_content,
+    edit_content,
+    parse_content,
+    reaction_content,
+    text_content,
 )
 from tidings_client.outbox import Outbox, OutboxEntry, OutboxStatus
 from tidings_client.protocol import (
@@ -76,6 +100,7 @@ from tidings_client.resilience import (
     ConnectionChanged,
     Disconnect,
     EpochChanged,
+    HistoryGap,
     LostRange,
     MessageSent,
     RequestSync,
@@ -89,6 +114,7 @@ from tidings_client.resilience import (
 )
 from tidings_client.resilient import AppEvent, ResilientClient
 from tidings_client.store import MessageStore
+from tidings_client.view import ConversationView, ReactionCount, ViewEntry
 
 __all__ = [
     "Ack",
@@ -103,18 +129,30 @@ __all__ = [
     "ConnectionClosedError",
     "Content",
     "Conversation",
+    "ConversationState",
     "ConversationSummary",
     "ConversationSyncState",
+    "ConversationView",
     "Cursors",
+    "DeleteContent",
+    "DeletedContent",
     "Disconnect",
+    "EditContent",
     "EpochChanged",
     "Event",
+    "Hidden",
+    "HiddenSet",
+    "HistoryGap",
     "InvalidStateError",
     "Jitter",
+    "KnownContent",
     "Limits",
     "LoginResult",
     "LostRange",
     "Member",
+    "MemberAdded",
+    "MemberRemoved",
+    "MembershipContent",
     "Message",
     "MessageSent",
     "MessageStore",
@@ -124,6 +162,8 @@ __all__ = [
     "OutboxStatus",
     "Presence",
     "ProtocolViolation",
+    "ReactionContent",
+    "ReactionCount",
     "Receipt",
     "ReceiptSummary",
     "ReconcileConversation",
@@ -144,6 +184,7 @@ __all__ = [
     "State",
     "SyncComplete",
     "SyncResult",
+    "TextContent",
     "TidingsClient",
     "TidingsClientError",
     "TidingsHTTP",
@@ -151,7 +192,13 @@ __all__ = [
     "Typing",
     "UnknownFrame",
     "User",
+    "ViewEntry",
     "Welcome",
     "cumulative_bounds",
+    "delete_content",
+    "edit_content",
     "interval_bounds",
+    "parse_content",
+    "reaction_content",
+    "text_content",
 ]

@@ -10,7 +10,9 @@ owns tasks, futures and timeouts.
 Delivery rules an application should know:
 
 - ``events()`` yields :data:`ClientEvent`: live messages, receipts, typing,
-  presence, ``reconnect``, unsolicited errors, and unknown or broken frames.
+  presence, this user's hidden messages and conversation state (changed on
+  any of their devices), ``reconnect``, unsolicited errors, and unknown or
+  broken frames.
   Acks, pongs and sync pages go to the calls that asked for them.
 - Messages that arrive while :meth:`TidingsClient.sync` runs are returned by
   that sync and are *not* repeated in ``events()``; every message reaches the
@@ -36,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -52,6 +54,8 @@ from tidings_client.errors import (
 from tidings_client.frames import (
     Ack,
     Content,
+    ConversationState,
+    Hidden,
     Message,
     Network,
     Notice,
@@ -69,6 +73,7 @@ from tidings_client.frames import (
     TypingState,
     Welcome,
 )
+from tidings_client.kinds import delete_content, edit_content, message_content, reaction_content
 from tidings_client.protocol import (
     DEFAULT_CLIENT_NAME,
     ClientProtocol,
@@ -124,6 +129,8 @@ ClientEvent = (
     | Presence
     | Reconnect
     | Notice
+    | Hidden
+    | ConversationState
     | ServerError
     | UnknownFrame
     | ProtocolViolation
@@ -344,16 +351,32 @@ class TidingsClient:
         content: Content | str,
         client_msg_id: str | None = None,
         timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        *,
+        reply_to: int | None = None,
+        mentions: Iterable[str] = (),
+        mention_all: bool = False,
+        forwarded: bool = False,
     ) -> Ack:
         """Send a message and wait until it is durable.
 
-        Retrying after a timeout or a retryable error with the *same*
-        ``client_msg_id`` is safe: the server answers with the original seq and
-        ``duplicate=True``. Raises :class:`TidingsClientError` when an ``error``
-        frame answers this send.
+        A str is a text message; ``reply_to`` (a seq), ``mentions`` (user ids),
+        ``mention_all`` (groups only) and ``forwarded`` go with it
+        (:func:`~tidings_client.kinds.text_content`). Retrying after a timeout
+        or a retryable error with the *same* ``client_msg_id`` is safe: the
+        server answers with the original seq and ``duplicate=True``. Raises
+        :class:`TidingsClientError` when an ``error`` frame answers this send
+        (``forbidden``: a rule of the kind was broken, ``not_found``: no such
+        target; neither is worth a retry).
         """
         self._check_usable()
-        client_msg_id = self._protocol.send(conversation_id, content, client_msg_id)
+        body = message_content(
+            content,
+            reply_to=reply_to,
+            mentions=mentions,
+            mention_all=mention_all,
+            forwarded=forwarded,
+        )
+        client_msg_id = self._protocol.send(conversation_id, body, client_msg_id)
         waiter: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._send_waiters.setdefault(client_msg_id, []).append(waiter)
         try:
@@ -369,6 +392,43 @@ class TidingsClient:
                 waiters.remove(waiter)
             if not waiters:
                 self._send_waiters.pop(client_msg_id, None)
+
+    async def edit(
+        self,
+        conversation_id: str,
+        target: int,
+        text: str,
+        client_msg_id: str | None = None,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> Ack:
+        """Replace the text of our own message at seq ``target`` (within the
+        server's edit window, else ``forbidden``)."""
+        content = edit_content(target, text)
+        return await self.send(conversation_id, content, client_msg_id, timeout)
+
+    async def delete(
+        self,
+        conversation_id: str,
+        target: int,
+        client_msg_id: str | None = None,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> Ack:
+        """Delete the message at seq ``target`` for everyone (its author, a group
+        admin or a moderator; else ``forbidden``)."""
+        return await self.send(conversation_id, delete_content(target), client_msg_id, timeout)
+
+    async def react(
+        self,
+        conversation_id: str,
+        target: int,
+        emoji: str,
+        on: bool = True,
+        client_msg_id: str | None = None,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> Ack:
+        """Switch this user's ``emoji`` on the message at seq ``target`` on or off."""
+        content = reaction_content(target, emoji, on)
+        return await self.send(conversation_id, content, client_msg_id, timeout)
 
     async def sync(
         self,
@@ -706,6 +766,8 @@ _CLIENT_EVENT_TYPES = (
     Presence,
     Reconnect,
     Notice,
+    Hidden,
+    ConversationState,
     ServerError,
     UnknownFrame,
     ProtocolViolation,

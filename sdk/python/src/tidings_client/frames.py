@@ -109,6 +109,11 @@ class ConversationSyncState(msgspec.Struct, frozen=True):
     delivered_seq: int = 0
     read_seq: int = 0
     unread: int | None = None
+    mentions: int | None = None
+    """Messages after ``read_seq`` that mention this user (or everyone), by others."""
+    history_start: int = 1
+    """The first seq this member can still read (retention, or a later join to
+    a group whose history is ``joined``); 1 from a server that does not say."""
 
 
 class SyncDone(msgspec.Struct, frozen=True, tag="sync_done", tag_field="type"):
@@ -198,6 +203,30 @@ class ServerError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
     retry_after_ms: int | None = None
 
 
+class Hidden(msgspec.Struct, frozen=True, tag="hidden", tag_field="type"):
+    """This user hid (``hidden``) or unhid these seqs, on this device or another."""
+
+    conversation_id: str
+    seqs: list[int]
+    hidden: bool
+
+
+class ConversationState(msgspec.Struct, frozen=True, tag="conversation_state", tag_field="type"):
+    """This user's own state of a conversation: muted, archived, pinned.
+
+    The ``conversation_state`` frame (sent to every device of the user when it
+    changes) and the answer to ``PUT .../state``, one struct for both.
+    ``muted_until`` is ms since the epoch, ``-1`` for ever, ``None`` when not
+    muted; ``muted`` says whether it is muted now, by the server's clock.
+    """
+
+    conversation_id: str
+    muted_until: int | None = None
+    muted: bool = False
+    archived: bool = False
+    pinned: bool = False
+
+
 ServerFrame = (
     Welcome
     | Ack
@@ -211,6 +240,8 @@ ServerFrame = (
     | Reconnect
     | Notice
     | Reconciled
+    | Hidden
+    | ConversationState
     | ServerError
 )
 

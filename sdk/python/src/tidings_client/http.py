@@ -1,10 +1,12 @@
 """The HTTP half of the SDK: :class:`TidingsHTTP`.
 
-Accounts, conversations, membership and history are request/response calls,
-so they live on the REST API (``/v1``) rather than on the WebSocket. Answers
-are decoded into the same structs the WebSocket uses where the data is the
-same (:class:`Ack` for a posted message, :class:`Message` for history), so an
-application handles one vocabulary whichever transport brought it.
+Accounts, conversations, membership, history (raw or folded into the
+``view=current``), hiding messages and each user's state of a conversation are
+request/response calls, so they live on the REST API (``/v1``) rather than on
+the WebSocket. Answers are decoded into the same structs the WebSocket uses
+where the data is the same (:class:`Ack` for a posted message,
+:class:`Message` for history, :class:`ConversationState`), so an application
+handles one vocabulary whichever transport brought it.
 
 Every non-2xx answer raises :class:`TidingsClientError` with the server's
 ``{"error": {"code", "message", "retryable"}}`` and the HTTP ``status``;
@@ -13,9 +15,10 @@ Every non-2xx answer raises :class:`TidingsClientError` with the server's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -27,7 +30,8 @@ from tidings_client.errors import (
     RequestTimeoutError,
     TidingsClientError,
 )
-from tidings_client.frames import Ack, Content, Message
+from tidings_client.frames import Ack, Content, ConversationState, Message
+from tidings_client.view import ViewEntry
 
 # One HTTP call: a store round trip or two; past this the server is in trouble.
 DEFAULT_HTTP_TIMEOUT_S = 10.0
@@ -47,7 +51,16 @@ _STATUS_CODES = {
 }
 
 
+HistoryVisibility = Literal["joined", "full"]
+
 # -- answers --------------------------------------------------------------------
+
+
+class HiddenSet(msgspec.Struct, frozen=True):
+    """Every seq this user has hidden in a conversation, ascending."""
+
+    conversation_id: str
+    seqs: list[int]
 
 
 class LoginResult(msgspec.Struct, frozen=True):
@@ -85,6 +98,10 @@ class Conversation(msgspec.Struct, frozen=True):
     created_by: str | None = None
     created_at: int = 0
     last_seq: int = 0
+    history: HistoryVisibility | None = None
+    """Groups: what members who join later can read; ``None`` from an older server."""
+    retention_days: int | None = None
+    """Messages older than this are purged; ``None``: kept for ever (or not said)."""
 
 
 class ConversationSummary(msgspec.Struct, frozen=True):
@@ -97,6 +114,14 @@ class ConversationSummary(msgspec.Struct, frozen=True):
     read_seq: int
     unread: int
     title: str | None = None
+    mentions: int = 0
+    """Messages after ``read_seq`` by others that mention the user or everyone."""
+    muted: bool = False
+    muted_until: int | None = None
+    archived: bool = False
+    pinned: bool = False
+    history_start: int = 1
+    """The first seq the user can still read (retention, or a later join)."""
 
 
 # -- wire bodies (untagged mirrors of the WebSocket structs) ----------------------
@@ -146,6 +171,10 @@ class _MessageListOut(msgspec.Struct, frozen=True):
     messages: list[_MessageOut]
 
 
+class _ViewOut(msgspec.Struct, frozen=True):
+    messages: list[ViewEntry]
+
+
 class _MembersChangedOut(msgspec.Struct, frozen=True):
     message: _MessageOut | None = None
 
@@ -162,6 +191,15 @@ class _AckOut(msgspec.Struct, frozen=True):
     ts: int
     duplicate: bool
 
+
+class _Unset(enum.Enum):
+    """The default of an optional argument that is sent only when given, where
+    ``None`` is a value of its own (``muted_until=None`` unmutes)."""
+
+    UNSET = enum.auto()
+
+
+UNSET = _Unset.UNSET
 
 T = TypeVar("T")
 
@@ -279,14 +317,78 @@ class TidingsHTTP:
         before_seq: int | None = None,
         limit: int | None = None,
     ) -> list[Message]:
-        """Messages in seq order (members only); page with ``after_seq`` / ``before_seq``."""
-        params: dict[str, str] = {}
-        for name, value in (("after_seq", after_seq), ("before_seq", before_seq), ("limit", limit)):
-            if value is not None:
-                params[name] = str(value)
+        """Every entry of the seq stream in seq order (members only), edits,
+        deletes and reactions included; page with ``after_seq`` / ``before_seq``."""
+        params = _page(after_seq, before_seq, limit)
         path = f"/v1/conversations/{_seg(conversation_id)}/messages"
         out = await self._call("GET", path, _MessageListOut, params=params)
         return [m.to_message() for m in out.messages]
+
+    async def view(
+        self,
+        conversation_id: str,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int | None = None,
+    ) -> list[ViewEntry]:
+        """The messages a person sees, with edits, deletes and reactions folded
+        in and those the user hid left out (``view=current``); paged like
+        :meth:`history`. :class:`~tidings_client.view.ConversationView` computes
+        the same from held messages."""
+        params = {"view": "current", **_page(after_seq, before_seq, limit)}
+        path = f"/v1/conversations/{_seg(conversation_id)}/messages"
+        out = await self._call("GET", path, _ViewOut, params=params)
+        return out.messages
+
+    async def hide(
+        self, conversation_id: str, seqs: Iterable[int], hidden: bool = True
+    ) -> HiddenSet:
+        """Hide these messages for this user only ("delete for me"), or show
+        them again with ``hidden=False``; every device of the user gets a
+        :class:`~tidings_client.frames.Hidden` event. Returns everything hidden now."""
+        path = f"/v1/conversations/{_seg(conversation_id)}/hidden"
+        body = {"seqs": list(seqs), "hidden": hidden}
+        return await self._call("POST", path, HiddenSet, body)
+
+    async def hidden(self, conversation_id: str) -> HiddenSet:
+        """The seqs this user has hidden in the conversation."""
+        path = f"/v1/conversations/{_seg(conversation_id)}/hidden"
+        return await self._call("GET", path, HiddenSet)
+
+    async def set_state(
+        self,
+        conversation_id: str,
+        *,
+        muted_until: int | _Unset | None = UNSET,
+        archived: bool | _Unset = UNSET,
+        pinned: bool | _Unset = UNSET,
+    ) -> ConversationState:
+        """Change this user's own state of a conversation; only the fields
+        given are sent (the others keep their value on the server).
+
+        ``muted_until`` is ms since the epoch, ``-1`` for ever, ``None`` or 0
+        to unmute. Every device of the user gets a
+        :class:`~tidings_client.frames.ConversationState` event.
+        """
+        body = _given(muted_until=muted_until, archived=archived, pinned=pinned)
+        path = f"/v1/conversations/{_seg(conversation_id)}/state"
+        return await self._call("PUT", path, ConversationState, body)
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        title: str | _Unset = UNSET,
+        history: HistoryVisibility | _Unset = UNSET,
+        retention_days: int | _Unset | None = UNSET,
+    ) -> Conversation:
+        """Change a group's settings (group admins only, else ``forbidden``);
+        only the fields given are sent. ``retention_days=None`` keeps messages
+        for ever."""
+        body = _given(title=title, history=history, retention_days=retention_days)
+        path = f"/v1/conversations/{_seg(conversation_id)}"
+        return await self._call("PATCH", path, Conversation, body)
 
     async def post_message(
         self, conversation_id: str, client_msg_id: str, content: Content | str
@@ -351,6 +453,23 @@ class TidingsHTTP:
             raise TidingsClientError(
                 BAD_RESPONSE, f"{method} {path}: unexpected answer: {exc}", status=response.status
             ) from None
+
+
+def _page(after_seq: int | None, before_seq: int | None, limit: int | None) -> dict[str, str]:
+    """The query parameters of one page of messages."""
+    params: dict[str, str] = {}
+    for name, value in (("after_seq", after_seq), ("before_seq", before_seq), ("limit", limit)):
+        if value is not None:
+            params[name] = str(value)
+    return params
+
+
+def _given(**fields: object) -> dict[str, object]:
+    """The fields the caller gave (not :data:`UNSET`); at least one."""
+    body = {name: value for name, value in fields.items() if value is not UNSET}
+    if not body:
+        raise ValueError(f"give at least one of {', '.join(fields)}")
+    return body
 
 
 def _seg(value: str) -> str:

@@ -23,9 +23,10 @@ client_msg_id; the server's deduplication makes that safe. After
 :meth:`ResilientCore.discard`. ``rate_limited`` / ``unavailable`` answers
 resend after ``retry_after_ms`` without using an attempt, up to
 ``max_deferrals``. Other errors (``not_member``, ``too_large``,
-``bad_frame``...) are reported with ``retryable=False`` and kept until
-discarded. A new core on the same outbox file sends every pending entry once
-connected: that is the restart flush.
+``bad_frame``, and ``forbidden`` / ``not_found`` for an edit, delete or
+reaction the server refused) are final: never sent again, reported with
+``retryable=False`` and kept until discarded. A new core on the same outbox
+file sends every pending entry once connected: that is the restart flush.
 
 **Reconnect.** After a drop the next attempt waits one
 :class:`~tidings_client.backoff.Backoff` interval (the first one too: a server
@@ -54,6 +55,12 @@ may lie below it); the ack brings the seq and another sync. Cumulative
 ``delivered`` goes out per conversation after ``delivered_batch`` messages or
 ``delivered_delay`` seconds, whichever first, and only after the messages
 are committed to the store.
+
+**Retention.** A sync answer's ``history_start`` is the first seq the server
+still shows this user in a conversation. When it lies above ``cursor + 1``
+the seqs in between will never come (purged, or before a ``joined``-history
+member joined), so the cursor moves to ``history_start - 1`` and one
+:class:`HistoryGap` tells the app; the epoch check compares only from there.
 
 **Epochs.** The store keeps the last ``welcome.epoch``. A different one means
 the server was restored from a backup, so seqs above the backup point may now
@@ -98,6 +105,7 @@ from tidings_client.backoff import (
 from tidings_client.frames import (
     Ack,
     Content,
+    ConversationSyncState,
     Message,
     ReconcileConversation,
     ReconcileRequest,
@@ -291,6 +299,20 @@ class EpochChanged:
     lost: tuple[LostRange, ...]
 
 
+@dataclass(frozen=True)
+class HistoryGap:
+    """Seqs ``first_missing`` .. ``history_start - 1`` of a conversation are gone
+    from the server for this user before this device held them: the retention
+    purge removed them, or the user joined a group whose history is
+    ``joined`` later. The cursor has moved past them (they will not come);
+    an app shows "older messages are no longer available" there.
+    """
+
+    conversation_id: str
+    first_missing: int
+    history_start: int
+
+
 ConnectionStatus = Literal["connecting", "online", "offline", "stopped"]
 
 
@@ -303,7 +325,7 @@ class ConnectionChanged:
     reason: str = ""
 
 
-ResilientEvent = Message | MessageSent | SendFailed | EpochChanged | ConnectionChanged
+ResilientEvent = Message | MessageSent | SendFailed | EpochChanged | HistoryGap | ConnectionChanged
 
 
 class _Link(enum.Enum):
@@ -320,8 +342,10 @@ class _EpochCheck:
     new_epoch: str
     # conversation -> seq the verification sync started after.
     starts: dict[str, int]
-    # The server's last_seq per conversation, from the verification syncs.
+    # The server's last_seq and history_start per conversation, from the
+    # verification syncs.
     last_seq: dict[str, int] = field(default_factory=dict)
+    history_start: dict[str, int] = field(default_factory=dict)
     # Server messages fetched so far, per conversation, by seq.
     fetched: dict[str, dict[int, Message]] = field(default_factory=dict)
     lost: list[LostRange] = field(default_factory=list)
@@ -665,7 +689,8 @@ class ResilientCore:
         if baselines:
             self._cursors.update(baselines)
             self.store.save([], baselines)
-        progress = self._receive(now, result.messages, also=baselines)
+        skipped = self._skip_unreadable(result.conversations)
+        progress = self._receive(now, result.messages, also=[*baselines, *skipped])
         for state in result.conversations:
             cid = state.conversation_id
             acked = max(state.delivered_seq, self._delivered_sent.get(cid, 0))
@@ -848,6 +873,30 @@ class ResilientCore:
             self._want_sync(now)  # a gap (or an unknown conversation): ask the server
         return bool(surfaced)
 
+    def _skip_unreadable(self, states: Iterable[ConversationSyncState]) -> list[str]:
+        """Move each cursor below a conversation's ``history_start`` up to it.
+
+        The server no longer has (or never shows this user) what lies below,
+        so waiting for it would stall the conversation for good. Each move is
+        one :class:`HistoryGap`; once moved, the next sync does not see a gap.
+        Returns the conversations moved (their held messages may now follow on).
+        """
+        moved: dict[str, int] = {}
+        for state in states:
+            cid = state.conversation_id
+            cursor = self._cursors.get(cid)
+            if cursor is None or state.history_start <= cursor + 1:
+                continue
+            moved[cid] = state.history_start - 1
+            held = self._held.get(cid, {})
+            for seq in [s for s in held if s < state.history_start]:
+                del held[seq]
+            self._events.append(HistoryGap(cid, cursor + 1, state.history_start))
+        if moved:
+            self._cursors.update(moved)
+            self.store.save([], moved)
+        return list(moved)
+
     def _on_surfaced(self, now: float, message: Message) -> None:
         self._events.append(message)
         cid = message.conversation_id
@@ -894,6 +943,7 @@ class ResilientCore:
     def _continue_epoch_check(self, now: float, check: _EpochCheck, result: SyncResult) -> None:
         for state in result.conversations:
             check.last_seq[state.conversation_id] = state.last_seq
+            check.history_start[state.conversation_id] = state.history_start
         for message in result.messages:
             if message.conversation_id in check.starts:
                 check.fetched.setdefault(message.conversation_id, {})[message.seq] = message
@@ -910,7 +960,10 @@ class ResilientCore:
             # A conversation the server does not list is unknown to it now
             # (created after the backup): everything in it is unconfirmed.
             last_seq = check.last_seq.get(cid, 0)
-            divergence = self._find_divergence(cid, start, last_seq, check.fetched.get(cid, {}))
+            # Seqs below history_start were purged, not lost in the restore.
+            compare_from = max(start, check.history_start.get(cid, 1) - 1)
+            fetched = check.fetched.get(cid, {})
+            divergence = self._find_divergence(cid, compare_from, last_seq, fetched)
             if divergence is not None and divergence == start + 1 and start > 0:
                 deeper[cid] = 0  # it may diverge below the window: look from the start
                 continue

@@ -16,12 +16,16 @@ Public API::
     client = ResilientClient(ws_url, token, db_path="tidings.db")   # or ":memory:"
     await client.start()                   # returns at once; connects in the background
     cmid = client.send(conversation_id, "hi")   # on disk before it returns
+    client.send(conversation_id, "yes", reply_to=7, mentions=[bob_id])
+    client.edit(conversation_id, 8, "yes!"); client.react(conversation_id, 7, "👍")
+    client.delete(conversation_id, 8)
     async for event in client.events():    # until close()
         match event:
             case Message():           ...  # in seq order per conversation, exactly once
             case MessageSent():       ...  # acked: durable on the server
             case SendFailed():        ...  # kept: client.retry(cmid) / client.discard(cmid)
             case EpochChanged():      ...  # the server was restored from a backup
+            case HistoryGap():        ...  # older messages are gone from the server (retention)
             case Notice():            ...  # e.g. "restored": show event.text to the user
             case ConnectionChanged(): ...  # connecting / online / offline (retry_in) / stopped
             case _:                   ...  # receipts, typing, presence, ... as TidingsClient
@@ -43,7 +47,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -63,6 +67,7 @@ from tidings_client.errors import (
     TidingsClientError,
 )
 from tidings_client.frames import Content, Message, Network, Notice, Reconnect
+from tidings_client.kinds import delete_content, edit_content, message_content, reaction_content
 from tidings_client.outbox import Outbox, OutboxEntry
 from tidings_client.protocol import DEFAULT_CLIENT_NAME
 from tidings_client.resilience import (
@@ -202,16 +207,60 @@ class ResilientClient:
     # -- app calls ----------------------------------------------------------------------
 
     def send(
-        self, conversation_id: str, content: Content | str, client_msg_id: str | None = None
+        self,
+        conversation_id: str,
+        content: Content | str,
+        client_msg_id: str | None = None,
+        *,
+        reply_to: int | None = None,
+        mentions: Iterable[str] = (),
+        mention_all: bool = False,
+        forwarded: bool = False,
     ) -> str:
         """Queue a message: committed to the outbox before this returns, sent when possible.
 
-        Returns its client_msg_id. The outcome is a :class:`MessageSent` or
-        :class:`SendFailed` event.
+        A str is a text message; ``reply_to`` (a seq), ``mentions`` (user ids),
+        ``mention_all`` (groups only) and ``forwarded`` go with it
+        (:func:`~tidings_client.kinds.text_content`). Returns its
+        client_msg_id. The outcome is a :class:`MessageSent` or
+        :class:`SendFailed` event (``forbidden`` / ``not_found`` come as
+        ``retryable=False``, like any refusal).
         """
-        cmid = self.core.send(_now(), conversation_id, content, client_msg_id)
+        body = message_content(
+            content,
+            reply_to=reply_to,
+            mentions=mentions,
+            mention_all=mention_all,
+            forwarded=forwarded,
+        )
+        cmid = self.core.send(_now(), conversation_id, body, client_msg_id)
         self._drain()
         return cmid
+
+    def edit(
+        self, conversation_id: str, target: int, text: str, client_msg_id: str | None = None
+    ) -> str:
+        """Queue an edit of our own message at seq ``target``; see :meth:`send`."""
+        return self.send(conversation_id, edit_content(target, text), client_msg_id)
+
+    def delete(self, conversation_id: str, target: int, client_msg_id: str | None = None) -> str:
+        """Queue the deletion for everyone of the message at seq ``target``; see :meth:`send`."""
+        return self.send(conversation_id, delete_content(target), client_msg_id)
+
+    def react(
+        self,
+        conversation_id: str,
+        target: int,
+        emoji: str,
+        on: bool = True,
+        client_msg_id: str | None = None,
+    ) -> str:
+        """Queue switching our ``emoji`` on the message at seq ``target``; see :meth:`send`.
+
+        Toggles from several devices converge: the server keeps them in seq
+        order and the last one counts.
+        """
+        return self.send(conversation_id, reaction_content(target, emoji, on), client_msg_id)
 
     def retry(self, client_msg_id: str) -> None:
         """Send a failed-and-kept entry again, with fresh attempts."""
