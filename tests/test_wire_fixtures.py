@@ -30,9 +30,18 @@ import tidings_client.frames as sdk
 from tidings.app import BUILT_IN
 from tidings.core import frames as server
 from tidings.features.host import content_kinds_of
+from tidings.features.messaging.routes import (
+    ConversationSettingsBody,
+    HiddenOut,
+    HideBody,
+    MemberStateBody,
+    MemberStateOut,
+)
 from tidings.http import schemas
+from tidings_client.frames import ConversationState
 from tidings_client.http import (
     Conversation,
+    HiddenSet,
     LoginResult,
     TidingsHTTP,
     User,
@@ -43,6 +52,7 @@ from tidings_client.http import (
     _MembersChangedOut,
     _MessageListOut,
     _RegisterOut,
+    _ViewOut,
 )
 
 FIXTURES = Path(__file__).parent / "wire_fixtures"
@@ -93,6 +103,21 @@ HTTP_REQUESTS: dict[str, tuple[type[msgspec.Struct], SdkCall, str]] = {
         lambda http, body: http.add_members(CONVERSATION_ID, body["user_ids"]),
         "members_changed.response",
     ),
+    "hide.request": (
+        HideBody,
+        lambda http, body: http.hide(CONVERSATION_ID, body["seqs"], body["hidden"]),
+        "hidden.response",
+    ),
+    "member_state.request": (
+        MemberStateBody,
+        lambda http, body: http.set_state(CONVERSATION_ID, **body),
+        "member_state.response",
+    ),
+    "conversation_settings.request": (
+        ConversationSettingsBody,
+        lambda http, body: http.update_conversation(CONVERSATION_ID, **body),
+        "conversation.response",
+    ),
     "post_message.request": (
         server.PostMessageBody,
         lambda http, body: http.post_message(
@@ -114,12 +139,15 @@ HTTP_RESPONSES: dict[str, tuple[type[msgspec.Struct], type[msgspec.Struct] | Non
     "members_changed.response": (schemas.MembersChangedOut, _MembersChangedOut),
     "receipts.response": (schemas.MemberListOut, _MemberListOut),
     "history.response": (schemas.MessageListOut, _MessageListOut),
+    "view.response": (schemas.ViewListOut, _ViewOut),
+    "hidden.response": (HiddenOut, HiddenSet),
+    "member_state.response": (MemberStateOut, ConversationState),
     "post_message.response": (schemas.AckOut, _AckOut),
     "health.response": (schemas.HealthOut, None),
 }
 
 KINDS = content_kinds_of(BUILT_IN)
-"""The content kinds a node serves by default (the built-in text)."""
+"""The content kinds a node serves by default (text, edit, delete, reaction)."""
 
 
 def _fixtures(folder: str) -> list[Path]:

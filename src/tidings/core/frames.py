@@ -379,6 +379,26 @@ class Reconciled(
     id: str | None = None
 
 
+class HiddenFrame(msgspec.Struct, tag="hidden", tag_field="type", frozen=True):
+    """The user hid (or unhid) these seqs: sent to every session of theirs."""
+
+    conversation_id: str
+    seqs: list[int]
+    hidden: bool
+
+
+class ConversationStateFrame(
+    msgspec.Struct, tag="conversation_state", tag_field="type", frozen=True
+):
+    """The user's own settings of a conversation changed: sent to every session of theirs."""
+
+    conversation_id: str
+    muted_until: int | None
+    muted: bool
+    archived: bool
+    pinned: bool
+
+
 ServerFrame = (
     Welcome
     | Ack
@@ -393,6 +413,8 @@ ServerFrame = (
     | ErrorFrame
     | Notice
     | Reconciled
+    | HiddenFrame
+    | ConversationStateFrame
 )
 SERVER_FRAME_TYPES = frame_types(ServerFrame)
 

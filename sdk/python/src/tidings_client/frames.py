@@ -114,6 +114,10 @@ class ConversationSyncState(msgspec.Struct, frozen=True):
     history_start: int = 1
     """The first seq this member can still read (retention, or a later join to
     a group whose history is ``joined``); 1 from a server that does not say."""
+    muted: bool = False
+    """Muted now by this user (unread still counts; notifications do not)."""
+    archived: bool = False
+    pinned: bool = False
 
 
 class SyncDone(msgspec.Struct, frozen=True, tag="sync_done", tag_field="type"):

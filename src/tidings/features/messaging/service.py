@@ -16,7 +16,7 @@ from msgspec import UNSET, UnsetType
 
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import UserFrameEvent, user_topic
-from tidings.core.frames import encode
+from tidings.core.frames import ConversationStateFrame, HiddenFrame, encode
 from tidings.core.ids import now_ms
 from tidings.core.models import (
     Conversation,
@@ -38,22 +38,6 @@ MAX_HIDE = 500
 
 class MessagingStore(ConversationStore, HiddenStore, Protocol):
     """What this feature uses of the store."""
-
-
-class HiddenFrame(msgspec.Struct, tag="hidden", tag_field="type", frozen=True):
-    conversation_id: str
-    seqs: list[int]
-    hidden: bool
-
-
-class ConversationStateFrame(
-    msgspec.Struct, tag="conversation_state", tag_field="type", frozen=True
-):
-    conversation_id: str
-    muted_until: int | None
-    muted: bool
-    archived: bool
-    pinned: bool
 
 
 def state_frame(conversation_id: str, settings: MemberSettings) -> ConversationStateFrame:
