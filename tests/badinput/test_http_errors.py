@@ -453,7 +453,7 @@ async def test_openapi_documents_parameters_and_error_statuses(world: World) -> 
     assert username["required"] is True, username
     assert username["schema"]["type"] == "string", username
     history = params("/v1/conversations/{cid}/messages", "get")
-    assert set(history) == {"cid", "after_seq", "before_seq", "limit"}, history
+    assert set(history) == {"cid", "after_seq", "before_seq", "limit", "view"}, history
     assert history["cid"]["in"] == "path", history
     assert history["cid"]["schema"]["maxLength"] == 64, history
     for name in ("after_seq", "before_seq", "limit"):

@@ -173,7 +173,7 @@ class HttpApi:
                 ConversationPath,
                 PostMessageBody,
                 {201: schemas.AckOut, 200: schemas.AckOut},
-                MEMBERS_ONLY | {E.BAD_FRAME, E.RATE_LIMITED},
+                MEMBERS_ONLY | {E.BAD_FRAME, E.RATE_LIMITED, E.FORBIDDEN},
             ),
             Route(
                 "GET",
