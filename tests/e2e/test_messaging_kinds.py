@@ -4,13 +4,14 @@ the seq stream, members who were offline get them through sync in order,
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 
 from tests.conftest import RunningServer, ServerFactory
-from tests.e2e.messaging_wire import clock_past, last_seq, refused, send, sent, sync, view
-from tests.wire import Http, Raw
+from tests.e2e.messaging_wire import clock_past, history, last_seq, refused, send, sent, sync, view
+from tests.wire import WAIT_S, Http, Raw
 
 
 async def test_edits_and_deletes_reach_an_offline_member_through_sync_in_order(
@@ -304,4 +305,85 @@ async def test_bad_input_is_refused_and_stores_nothing(tidings_server: RunningSe
             "PATCH", f"/v1/conversations/{group}", a_acc.token, {"title": "renamed"}
         )
         assert (status, body["title"]) == (200, "renamed")
+        await a.close()
+
+
+async def test_an_edit_sent_right_behind_a_delete_of_its_target_is_refused(
+    tidings_server: RunningServer,
+) -> None:
+    """A delete and an edit of the same message sent without waiting (they may
+    be judged before either is stored, and appended in one run): the edit is
+    forbidden, whichever check sees the delete first; nothing of it is stored."""
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, tidings_server.http_url)
+        a_acc, b_acc = await http.account(), await http.account()
+        cid = await http.conversation(a_acc, "direct", [b_acc])
+        a, _ = await Raw.connect(session, tidings_server.ws_url, a_acc.token)
+        rounds = 20
+        for n in range(rounds):
+            target = await sent(a, cid, {"text": f"target {n}"})
+            for ref, content in (
+                (f"del-{n}", {"kind": "delete", "target": target}),
+                (f"edit-{n}", {"kind": "edit", "target": target, "text": f"ghost {n}"}),
+            ):
+                await a.send(
+                    {
+                        "type": "send",
+                        "id": ref,
+                        "conversation_id": cid,
+                        "client_msg_id": ref,
+                        "content": content,
+                    }
+                )
+            answers: dict[str, dict[str, Any]] = {}
+            async with asyncio.timeout(WAIT_S):
+                while len(answers) < 2:
+                    frame = await a.recv()
+                    if frame["type"] in ("ack", "error"):
+                        answers[frame.get("id") or frame.get("ref") or "?"] = frame
+            assert answers[f"del-{n}"]["type"] == "ack", answers
+            assert answers[f"edit-{n}"]["type"] == "error", answers
+            assert answers[f"edit-{n}"]["code"] == "forbidden", answers
+        assert await last_seq(http, a_acc, cid) == 2 * rounds
+        b, _ = await Raw.connect(session, tidings_server.ws_url, b_acc.token)
+        msgs, _ = await sync(b, cursors={cid: 0})
+        assert "ghost" not in repr(msgs)
+        assert all(e["deleted"] for e in await view(http, b_acc, cid))
+        await a.close()
+        await b.close()
+
+
+async def test_a_burst_mixing_replies_and_plain_texts_keeps_the_order_sent(
+    tidings_server: RunningServer,
+) -> None:
+    """docs/protocol.md: sends of one connection enter the store in arrival
+    order, so their seqs (and acks) follow the order sent, even when the
+    client does not wait for acks. A reply is judged by a rule (its
+    ``reply_to`` must exist) before it is stored; a plain text is not: the
+    text sent after a reply must still get the later seq."""
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, tidings_server.http_url)
+        a_acc, b_acc = await http.account(), await http.account()
+        cid = await http.conversation(a_acc, "direct", [b_acc])
+        a, _ = await Raw.connect(session, tidings_server.ws_url, a_acc.token)
+        assert await sent(a, cid, {"text": "the thread"}) == 1
+        count = 20
+        for n in range(count):
+            content: dict[str, Any] = {"text": f"burst {n}"}
+            if n % 2 == 0:
+                content["reply_to"] = 1
+            await a.send(
+                {
+                    "type": "send",
+                    "conversation_id": cid,
+                    "client_msg_id": f"b-{n}",
+                    "content": content,
+                }
+            )
+        acks = [await a.recv_type("ack") for _ in range(count)]
+        by_seq = sorted(acks, key=lambda ack: ack["seq"])
+        assert [ack["client_msg_id"] for ack in by_seq] == [f"b-{n}" for n in range(count)]
+        assert [ack["client_msg_id"] for ack in acks] == [f"b-{n}" for n in range(count)]
+        stream = await history(http, b_acc, cid, "&after_seq=1")
+        assert [m["content"]["text"] for m in stream] == [f"burst {n}" for n in range(count)]
         await a.close()
