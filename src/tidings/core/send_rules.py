@@ -58,10 +58,14 @@ class SendContext:
         return self._settings
 
     async def entry(self, seq: int) -> Message:
+        """The entry at ``seq``, if the sender may read it: before their join
+        (a later joiner of a group that shows history from the join) it is
+        ``NOT_FOUND`` to them, as it is in their history."""
         found = self._entries.get(seq)
         if found is None:
+            visible = seq > (await self.member()).visible_after
             page = await self._store.history(self._conversation_id, seq - 1, seq + 1, 1)
-            if not page:
+            if not page or not visible:
                 raise TidingsError(ErrorCode.NOT_FOUND, f"no message {seq} in this conversation")
             found = self._entries[seq] = page[0]
         return found

@@ -10,13 +10,15 @@ and Redis across nodes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Protocol
 
 import msgspec
 
-from tidings.core.content_kinds import ContentKinds, MembershipEvent
+from tidings.core.append_order import AppendOrder
+from tidings.core.content_kinds import ClientKind, ContentHead, ContentKinds, MembershipEvent
 from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.events import (
@@ -338,19 +340,32 @@ class ChatService:
         client_msg_id: str,
         content: bytes,
         origin_session: str = "",
+        order: AppendOrder | None = None,
     ) -> AppendResult:
         """Persist a message (at most once per client_msg_id) and fan it out.
 
         A kind with a rule (who may edit, delete, ...) is judged before the
-        append; the store checks its target again inside the append."""
+        append; the store checks its target again inside the append. ``order``
+        (one per connection) keeps the connection's appends in the order its
+        sends arrived although a rule awaits reads first."""
         head, kind = check_content(content, self._settings.max_content_bytes, self.content_kinds)
         self._send_limiter.check(device.user_id)
         now = now_ms()
-        if kind.rule is not None and (kind.rule_applies is None or kind.rule_applies(head)):
-            context = SendContext(
-                self._store, device, conversation_id, now, self._settings, self._moderators
-            )
-            await kind.rule(head, context)
+        ruled = kind.rule is not None and (kind.rule_applies is None or kind.rule_applies(head))
+        previous: asyncio.Future[None] | None = None
+        turn: asyncio.Future[None] | None = None
+        if order is not None and (ruled or order.waiting()):
+            previous, turn = order.take_turn()
+        try:
+            if ruled:
+                refused = await self._judge(device, conversation_id, client_msg_id, head, kind, now)
+                if refused is not None:
+                    return refused
+            if previous is not None:
+                await previous
+        finally:
+            if turn is not None:
+                turn.set_result(None)  # no await from here to the append's queue
         mentions: tuple[str, ...] = ()
         if head.mentions or head.mention_all:
             mentions = (*(("*",) if head.mention_all else ()), *(head.mentions or ()))
@@ -374,6 +389,32 @@ class ChatService:
             await self._publish_message(message, origin_session=origin_session)
         self._log_message(message, duplicate=result.duplicate)
         return result
+
+    async def _judge(
+        self,
+        device: Device,
+        conversation_id: str,
+        client_msg_id: str,
+        head: ContentHead,
+        kind: ClientKind,
+        now: int,
+    ) -> AppendResult | None:
+        """Run the kind's rule. A refused send may be the retry of one stored
+        before its target changed (a delete, retried after it deleted its
+        target): then it is answered as the duplicate it is, as every retry."""
+        assert kind.rule is not None
+        context = SendContext(
+            self._store, device, conversation_id, now, self._settings, self._moderators
+        )
+        try:
+            await kind.rule(head, context)
+        except TidingsError:
+            stored = await self._store.find_sent(device.user_id, client_msg_id)
+            if stored is None:
+                raise
+            self._log_message(stored, duplicate=True)
+            return AppendResult(stored, duplicate=True)
+        return None
 
     def _log_message(self, message: Message, duplicate: bool) -> None:
         if log.isEnabledFor(logging.INFO):

@@ -20,6 +20,7 @@ import enum
 import logging
 from collections.abc import Callable
 
+from tidings.core.append_order import AppendOrder
 from tidings.core.loop import LoopRef
 from tidings.core.models import Device
 from tidings.core.ratelimit import TokenBucket
@@ -102,6 +103,7 @@ class Unacked:
 class Connection:
     __slots__ = (
         "_hub",
+        "_order",
         "_pending",
         "_transport",
         "device",
@@ -137,6 +139,13 @@ class Connection:
         # The sends and cursor moves being answered (gateway/session.py):
         # None whenever there are none, like ``unacked``.
         self.in_flight: set[asyncio.Task[None]] | None = None
+        self._order: AppendOrder | None = None
+
+    def append_order(self) -> AppendOrder:
+        """The order this connection's sends reach the store in (made on the first send)."""
+        if self._order is None:
+            self._order = AppendOrder()
+        return self._order
 
     @property
     def user_id(self) -> str:

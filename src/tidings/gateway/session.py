@@ -267,6 +267,7 @@ class SessionHandler:
                 frame.client_msg_id,
                 bytes(frame.content),
                 origin_session=conn.session_id,
+                order=conn.append_order(),
             )
             self._reply(conn, "ack", encode(ack(result, frame.id)))
             self._metrics.ack_latency.observe(time.perf_counter() - started)

@@ -757,6 +757,9 @@ class SqliteStore:
             await self._scrubber.scrub()
         return result
 
+    async def find_sent(self, sender_id: str, client_msg_id: str) -> Message | None:
+        return await self._read(lambda conn: _find_duplicate(conn, sender_id, client_msg_id))
+
     async def related(self, conversation_id: str, first_seq: int, last_seq: int) -> list[Message]:
         return await self._read(
             lambda conn: messaging.related(conn, conversation_id, first_seq, last_seq)

@@ -75,11 +75,22 @@ async def text_rule(head: ContentHead, context: RuleContext) -> None:
 
 
 async def _target(head: ContentHead, context: RuleContext) -> Message:
+    """The primary entry a side entry refers to (``NOT_FOUND`` for another
+    side entry, as the store would answer); a deleted one is ``FORBIDDEN``."""
     assert head.target is not None  # the kind's schema requires it
     entry = await context.entry(head.target)
-    if _kind_of(entry) == "deleted":
+    target = _head.decode(entry.content)
+    if target.target is not None:
+        raise TidingsError(ErrorCode.NOT_FOUND, f"no message {head.target} in this conversation")
+    if target.kind == "deleted":
         raise _refuse(f"message {head.target} was deleted")
     return entry
+
+
+async def reaction_rule(head: ContentHead, context: RuleContext) -> None:
+    """A reaction names a message the sender can see (a later joiner cannot
+    react to what was said before they joined)."""
+    await _target(head, context)
 
 
 async def edit_rule(head: ContentHead, context: RuleContext) -> None:
@@ -120,4 +131,6 @@ EDIT = ContentKind("edit", EditContent, _edit_text, rule=edit_rule, targets=True
 DELETE = ContentKind(
     "delete", DeleteContent, _nothing, rule=delete_rule, targets=True, redacts=True, max_bytes=256
 )
-REACTION = ContentKind("reaction", ReactionContent, _nothing, targets=True, max_bytes=512)
+REACTION = ContentKind(
+    "reaction", ReactionContent, _nothing, rule=reaction_rule, targets=True, max_bytes=512
+)

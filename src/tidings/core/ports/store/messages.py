@@ -65,6 +65,11 @@ class MessageLog(Protocol):
         """
         ...
 
+    async def find_sent(self, sender_id: str, client_msg_id: str) -> Message | None:
+        """The message ``sender_id`` stored with ``client_msg_id``, if any (what
+        a retry of it is answered with)."""
+        ...
+
     async def related(self, conversation_id: str, first_seq: int, last_seq: int) -> list[Message]:
         """The side entries whose target is in ``first_seq..last_seq``, in seq order."""
         ...
