@@ -26,6 +26,14 @@ Layout of the work:
   bump included; a batch is then re-sent one append at a time) and
   :meth:`PostgresStore.append` returns the stored copy with
   ``duplicate=True``.
+- **Side entries** (edits, deletes, reactions; migration 007). Their target
+  is checked after the same conversation lock, so an edit and a delete of
+  one target serialise like any two appends, and a delete for everyone
+  rewrites the target and its edits in its own transaction. PostgreSQL
+  cannot overwrite in place: the old row versions stay in the table's files
+  until VACUUM reclaims them (and in WAL and backups until those age out),
+  where SQLite's ``secure_delete`` zeroes them at once. A plain text sends
+  NULL for the four side columns of a batch and takes no extra statement.
 
 The store version and sync tokens
 ---------------------------------

@@ -4,6 +4,14 @@ hidden messages and the retention purge. Coroutines of an asyncpg connection,
 which :class:`~tidings.store.postgres.PostgresStore` takes from its pool; the
 appends themselves (targets, redaction, mentions) go through its batches and
 ``tidings_append_many``.
+
+Settings changes bump the conversation's ``version`` (a listing's sync
+token), so that the members' other devices see them in their next
+incremental listing. The purge does not: a listing carries the new
+``history_start`` with the conversation's next change, and a device that
+already holds the purged entries loses nothing by learning it later, while
+a bump would make every member of every purged conversation list it again
+after each sweep.
 """
 
 from __future__ import annotations
