@@ -44,8 +44,12 @@ UPDATE messages SET kind = tidings_membership_kind(content)
 
 -- Group settings: what later joiners read, how long entries are kept
 -- (NULL: the server's policy; 0: for ever), and what the purge removed.
-ALTER TABLE conversations ADD COLUMN history text NOT NULL DEFAULT 'joined'
-    CHECK (history IN ('joined', 'full'));
+-- history's values are checked by a domain, not a CHECK of the table: a
+-- table's CHECK runs on every UPDATE of the row, so on every append's
+-- last_seq bump (measured: ~4 us of ~100 us of PostgreSQL time per append
+-- in a batch), while a domain's runs only where a value is written to it.
+CREATE DOMAIN tidings_history AS text CHECK (VALUE IN ('joined', 'full'));
+ALTER TABLE conversations ADD COLUMN history tidings_history NOT NULL DEFAULT 'joined';
 ALTER TABLE conversations ADD COLUMN retention_days integer;
 ALTER TABLE conversations ADD COLUMN purged_seq bigint NOT NULL DEFAULT 0;
 
