@@ -402,7 +402,7 @@ def _append_outcome(message: NewMessage, row: Any) -> AppendOutcome:
     return AppendResult(_stored(message, row), duplicate=outcome == "duplicate")
 
 
-def _checked_mentions(message: NewMessage) -> str | None:
+def _checked_append(message: NewMessage) -> str | None:
     """The stored form of the message's mentions (rules.py), after the checks
     that the database would otherwise fail the whole batch for; raises the
     caller's own error."""
@@ -860,7 +860,7 @@ class PostgresStore:
         goes out in the next append batch (module docstring); its result and errors are its own."""
         if self._pool is None:
             raise store_closed()
-        mentions = _checked_mentions(message)
+        mentions = _checked_append(message)
         future: asyncio.Future[AppendResult] = self._loop.get().create_future()
         self._appends.submit(AppendItem(message, new_id("m"), future, mentions))
         try:

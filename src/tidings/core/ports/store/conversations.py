@@ -67,7 +67,7 @@ class ConversationStore(Protocol):
         *,
         title: str | UnsetType = UNSET,
         history: HistoryVisibility | UnsetType = UNSET,
-        retention_days: int | None | UnsetType = UNSET,
+        retention_days: int | UnsetType | None = UNSET,
     ) -> Conversation:
         """Change the given settings (the others stay); ``NOT_FOUND`` if unknown."""
         ...
@@ -77,7 +77,7 @@ class ConversationStore(Protocol):
         conversation_id: str,
         user_id: str,
         *,
-        muted_until: int | None | UnsetType = UNSET,
+        muted_until: int | UnsetType | None = UNSET,
         archived: bool | UnsetType = UNSET,
         pinned: bool | UnsetType = UNSET,
     ) -> MemberSettings:
