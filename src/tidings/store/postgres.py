@@ -763,22 +763,14 @@ class PostgresStore:
             now,
             direct_key,
         )
-        if row["created"]:  # the settings are the table's defaults
-            created = Conversation(
-                str(row["conversation_id"]),
-                ConversationKind(row["kind"]),
-                row["title"],
-                str(row["created_by"]),
-                int(row["created_at"]),
-                int(row["last_seq"]),
-            )
-            return created, True
-        # An existing direct conversation, whose settings may have changed
-        # since: read whole (tidings_create_conversation keeps its signature).
-        existing = await self.get_conversation(str(row["conversation_id"]))
-        if existing is None:  # pragma: no cover - conversations are never deleted
-            raise TidingsError(ErrorCode.INTERNAL, "the existing conversation vanished")
-        return existing, False
+        # Read back whole: tidings_create_conversation keeps the signature of
+        # version 1 (nodes of the previous release call it), so its row lacks
+        # the settings, which an existing direct conversation may have changed.
+        # One more round trip, on creations only.
+        stored = await self.get_conversation(str(row["conversation_id"]))
+        if stored is None:  # pragma: no cover - conversations are never deleted
+            raise TidingsError(ErrorCode.INTERNAL, "the conversation vanished")
+        return stored, bool(row["created"])
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._fetchrow(
