@@ -306,7 +306,11 @@ $$;
 -- the whole conversation. It is found before the conversation row is locked
 -- (appends only add newer entries); purged_seq is re-read under the lock,
 -- which a concurrent purge by another node may have moved. The lock is the
--- appends' own, so an edit never lands on a target being removed.
+-- appends' own, so an edit never lands on a target being removed; it is held
+-- until the call commits, so p_max also bounds how long appends to the
+-- conversations it purged wait. Each call looks at every conversation with
+-- a policy again: a conversation with nothing expired costs the backward
+-- scan through its entries within the policy.
 CREATE FUNCTION tidings_purge_expired(p_now bigint, p_default_days integer, p_max bigint)
 RETURNS TABLE (conversation_id text, purged_seq bigint, entries bigint)
 LANGUAGE plpgsql VOLATILE AS $$
