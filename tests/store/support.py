@@ -52,8 +52,9 @@ def text(
 
 
 def event(cid: str, sender: User, device: Device, client_msg_id: str, kind: str) -> NewMessage:
+    """A membership event, its kind both in the content and told to the store."""
     content = json.dumps({"kind": kind}).encode()
-    return NewMessage(cid, sender.user_id, device.device_id, client_msg_id, content, NOW)
+    return NewMessage(cid, sender.user_id, device.device_id, client_msg_id, content, NOW, kind=kind)
 
 
 async def expect_error(code: ErrorCode, awaitable: Awaitable[object]) -> None:

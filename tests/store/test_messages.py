@@ -89,8 +89,8 @@ async def test_append_advances_senders_cursors_only_when_contiguous(store: Subje
     members = {m.user_id: m for m in await store.get_members(p.cid)}
     assert (members[p.alice.user_id].delivered_seq, members[p.alice.user_id].read_seq) == (0, 0)
     assert (members[p.bob.user_id].delivered_seq, members[p.bob.user_id].read_seq) == (3, 3)
+    # Unread counts what others sent: Bob's 1..3, not Alice's own 4.
     listed, _ = await store.list_conversations(p.alice.user_id, p.a_dev.device_id)
-    # Unread counts what others sent: Bob's three, not Alice's own reply.
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(0, 0, 3)]
     listed, _ = await store.list_conversations(p.bob.user_id, p.b_dev.device_id)
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(3, 3, 1)]
@@ -114,7 +114,8 @@ async def test_cursors_follow_a_burst_as_if_sent_one_by_one(store: Subject) -> N
         )
     assert sorted(r.message.seq for r in alices) == [2, 3, 4, 5, 6]
     assert sorted(r.message.seq for r in bobs) == [7, 8, 9]
-    # Alice's cursors followed each of hers (1 -> 6); Bob was never given 1..6.
+    # Alice's cursors followed each of hers (1 -> 6); Bob was never given 1..6
+    # (unread: Alice's six; his own three are not).
     listed, _ = await store.list_conversations(p.alice.user_id, p.a_dev.device_id)
     assert [(c.delivered_seq, c.read_seq, c.unread) for c in listed] == [(6, 6, 3)]
     listed, _ = await store.list_conversations(p.bob.user_id, p.b_dev.device_id)

@@ -26,6 +26,14 @@ Layout of the work:
   bump included; a batch is then re-sent one append at a time) and
   :meth:`PostgresStore.append` returns the stored copy with
   ``duplicate=True``.
+- **Side entries** (edits, deletes, reactions; migration 007). Their target
+  is checked after the same conversation lock, so an edit and a delete of
+  one target serialise like any two appends, and a delete for everyone
+  rewrites the target and its edits in its own transaction. PostgreSQL
+  cannot overwrite in place: the old row versions stay in the table's files
+  until VACUUM reclaims them (and in WAL and backups until those age out),
+  where SQLite's ``secure_delete`` zeroes them at once. A plain text sends
+  NULL for the four side columns of a batch and takes no extra statement.
 
 The store version and sync tokens
 ---------------------------------
@@ -98,6 +106,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+from msgspec import UNSET, UnsetType
 
 from tidings.core.conversations import new_conversation
 from tidings.core.errors import ErrorCode, TidingsError
@@ -114,9 +123,12 @@ from tidings.core.models import (
     Credentials,
     CursorState,
     Device,
+    HistoryVisibility,
     Member,
+    MemberSettings,
     Message,
     NewMessage,
+    PurgeResult,
     ReceiptCounts,
     ReconcileReport,
     Restore,
@@ -124,7 +136,13 @@ from tidings.core.models import (
     User,
 )
 from tidings.core.schema import SchemaComponent
-from tidings.store import migrator, postgres_changes, postgres_lock, postgres_restores
+from tidings.store import (
+    migrator,
+    postgres_changes,
+    postgres_lock,
+    postgres_messaging,
+    postgres_restores,
+)
 from tidings.store.postgres_batches import (
     APPEND_BATCH_MAX,
     CURSOR_BATCH_MAX,
@@ -140,7 +158,8 @@ from tidings.store.postgres_errors import (
     store_closed,
     translate,
 )
-from tidings.store.rules import change_batch
+from tidings.store.postgres_messaging import CONVERSATION_COLUMNS, conversation
+from tidings.store.rules import change_batch, mentions_field
 
 __all__ = ["PostgresStore", "migrate"]
 
@@ -212,14 +231,14 @@ and device cursor rows are not locked in one order; the victim batch is
 simply run again."""
 
 _ADVANCE_CURSORS_MANY = "SELECT * FROM tidings_advance_cursors_many($1, $2, $3, $4, $5)"
-_APPEND_MANY = "SELECT * FROM tidings_append_many($1, $2, $3, $4, $5, $6, $7)"
+_APPEND_MANY = "SELECT * FROM tidings_append_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _NOT_MEMBER_MESSAGE = "not a member of this conversation"  # as tidings_advance_cursors raises
 _ROLLED_BACK: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )
 
-_NO_UPPER_BOUND = 2**63 - 1  # the largest bigint: "no before_seq"
+_NO_UPPER_BOUND = postgres_messaging.MAX_BIGINT  # "no before_seq"
 
 
 def _pg_text(value: str) -> bool:
@@ -332,34 +351,11 @@ async def migrate(conn: Any, components: Sequence[SchemaComponent] = ()) -> str:
 
 
 # -- row mapping -------------------------------------------------------------------
-_CONVERSATION_COLUMNS = "conversation_id, kind, title, created_by, created_at, last_seq"
 _MESSAGE_COLUMNS = "conversation_id, seq, message_id, sender_id, client_msg_id, ts, content"
 _CHANGES = (
     f"SELECT version, {_MESSAGE_COLUMNS} FROM messages"
     " WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3"
 )
-
-_LIST_CONVERSATIONS = (
-    "SELECT c.conversation_id, c.kind, c.title, c.last_seq,"
-    " coalesce(dc.delivered_seq, 0) AS delivered_seq, m.read_seq, c.version"
-    " FROM members AS m"
-    " JOIN conversations AS c ON c.conversation_id = m.conversation_id"
-    " LEFT JOIN device_cursors AS dc"
-    "  ON dc.device_id = $2 AND dc.conversation_id = m.conversation_id"
-    " WHERE m.user_id = $1 AND c.version > $3"
-    " ORDER BY c.version"
-)
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(
-        str(row["conversation_id"]),
-        ConversationKind(row["kind"]),
-        row["title"],
-        str(row["created_by"]),
-        int(row["created_at"]),
-        int(row["last_seq"]),
-    )
 
 
 def _message(row: Any) -> Message:
@@ -394,9 +390,43 @@ def _appended(message: NewMessage, row: Any) -> AppendResult:
 
 def _append_outcome(message: NewMessage, row: Any) -> AppendOutcome:
     """One result row of ``tidings_append_many`` as the caller's outcome."""
-    if row["outcome"] == "not_member":
+    outcome = row["outcome"]
+    if outcome == "not_member":
         return TidingsError(ErrorCode.NOT_MEMBER, _NOT_MEMBER_MESSAGE)
-    return AppendResult(_stored(message, row), duplicate=row["outcome"] == "duplicate")
+    if outcome == "no_target":
+        return TidingsError(
+            ErrorCode.NOT_FOUND, f"no message {message.target} in this conversation"
+        )
+    if outcome == "target_deleted":
+        return TidingsError(ErrorCode.FORBIDDEN, f"message {message.target} was deleted")
+    return AppendResult(_stored(message, row), duplicate=outcome == "duplicate")
+
+
+def _checked_append(message: NewMessage) -> str | None:
+    """The stored form of the message's mentions (rules.py), after the checks
+    that the database would otherwise fail the whole batch for; raises the
+    caller's own error."""
+    texts = (message.conversation_id, message.sender_id, message.device_id, message.client_msg_id)
+    if not all(_pg_text(text) for text in (*texts, message.kind or "", *message.mentions)):
+        raise TidingsError(ErrorCode.BAD_REQUEST, "text PostgreSQL cannot hold (NUL)")
+    if message.redacts and message.target is None:
+        raise TidingsError(ErrorCode.BAD_REQUEST, "a delete for everyone needs a target")
+    if message.target is not None and not 1 <= message.target <= _NO_UPPER_BOUND:
+        raise TidingsError(ErrorCode.NOT_FOUND, f"no message {message.target} in this conversation")
+    return mentions_field(message.mentions)
+
+
+def _side_columns(items: Sequence[AppendItem]) -> tuple[list[Any] | None, ...]:
+    """The arrays of kinds, targets, redacts flags and mentions of a batch, in
+    its order; each None when no element uses it, so that a batch of plain
+    texts sends four NULLs rather than four arrays of NULLs."""
+    columns = (
+        [a.message.kind for a in items],
+        [a.message.target for a in items],
+        [a.message.redacts for a in items],
+        [a.mentions for a in items],
+    )
+    return tuple(column if any(column) else None for column in columns)
 
 
 def _is_idempotency_violation(exc: BaseException) -> bool:
@@ -733,22 +763,56 @@ class PostgresStore:
             now,
             direct_key,
         )
-        return _conversation(row), bool(row["created"])
+        # Read back whole: tidings_create_conversation keeps the signature of
+        # version 1 (nodes of the previous release call it), so its row lacks
+        # the settings, which an existing direct conversation may have changed.
+        # One more round trip, on creations only.
+        stored = await self.get_conversation(str(row["conversation_id"]))
+        if stored is None:  # pragma: no cover - conversations are never deleted
+            raise TidingsError(ErrorCode.INTERNAL, "the conversation vanished")
+        return stored, bool(row["created"])
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._fetchrow(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE conversation_id = $1",
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE conversation_id = $1",
             conversation_id,
         )
-        return None if row is None else _conversation(row)
+        return None if row is None else conversation(row)
 
     async def get_members(self, conversation_id: str) -> list[Member]:
         rows = await self._fetch(
-            "SELECT user_id, role, delivered_seq, read_seq FROM members"
+            "SELECT user_id, role, delivered_seq, read_seq, visible_after FROM members"
             " WHERE conversation_id = $1 ORDER BY user_id",
             conversation_id,
         )
-        return [Member(r[0], Role(r[1]), int(r[2]), int(r[3])) for r in rows]
+        return [Member(r[0], Role(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    async def update_conversation(
+        self,
+        conversation_id: str,
+        *,
+        title: str | UnsetType = UNSET,
+        history: HistoryVisibility | UnsetType = UNSET,
+        retention_days: int | UnsetType | None = UNSET,
+    ) -> Conversation:
+        async with self._connection() as conn:
+            return await postgres_messaging.update_conversation(
+                conn, conversation_id, title, history, retention_days
+            )
+
+    async def update_member_settings(
+        self,
+        conversation_id: str,
+        user_id: str,
+        *,
+        muted_until: int | UnsetType | None = UNSET,
+        archived: bool | UnsetType = UNSET,
+        pinned: bool | UnsetType = UNSET,
+    ) -> MemberSettings:
+        async with self._connection() as conn:
+            return await postgres_messaging.update_member_settings(
+                conn, conversation_id, user_id, muted_until, archived, pinned
+            )
 
     async def change_members(
         self,
@@ -788,11 +852,9 @@ class PostgresStore:
         goes out in the next append batch (module docstring); its result and errors are its own."""
         if self._pool is None:
             raise store_closed()
-        texts = (message.conversation_id, message.sender_id, message.device_id)
-        if not all(_pg_text(text) for text in (*texts, message.client_msg_id)):
-            raise TidingsError(ErrorCode.BAD_REQUEST, "text PostgreSQL cannot hold (NUL)")
+        mentions = _checked_append(message)
         future: asyncio.Future[AppendResult] = self._loop.get().create_future()
-        self._appends.submit(AppendItem(message, new_id("m"), future))
+        self._appends.submit(AppendItem(message, new_id("m"), future, mentions))
         try:
             return await future
         except asyncpg.UniqueViolationError as exc:
@@ -823,6 +885,7 @@ class PostgresStore:
             [a.message.content for a in sent],
             [a.message.ts for a in sent],
             [a.message_id for a in sent],
+            *_side_columns(sent),
         )
         async with self._connection() as conn:
             rows = await _fetch_retrying_rollbacks(conn, _APPEND_MANY, *args)
@@ -854,14 +917,17 @@ class PostgresStore:
         before_seq: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
+        primary_only: bool = False,
     ) -> list[Message]:
         if limit <= 0:
             return []
         upper = _NO_UPPER_BOUND if before_seq is None else before_seq
         order = "DESC" if newest_first else "ASC"
+        primary = " AND target_seq IS NULL" if primary_only else ""
         rows = await self._fetch(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages"
-            f" WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq {order} LIMIT $4",
+            f" WHERE conversation_id = $1 AND seq > $2 AND seq < $3{primary}"
+            f" ORDER BY seq {order} LIMIT $4",
             conversation_id,
             after_seq,
             upper,
@@ -871,6 +937,18 @@ class PostgresStore:
         if newest_first:
             messages.reverse()
         return messages
+
+    async def related(self, conversation_id: str, first_seq: int, last_seq: int) -> list[Message]:
+        """See :class:`~tidings.core.ports.store.messages.MessageLog` (the
+        partial index ``messages_by_target`` holds side entries only)."""
+        rows = await self._fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1"
+            " AND target_seq >= $2 AND target_seq <= $3 ORDER BY seq",
+            conversation_id,
+            _bigint(first_seq),
+            _bigint(last_seq),
+        )
+        return [_message(row) for row in rows]
 
     # -- cursors and listings ---------------------------------------------------------
     async def advance_cursors(
@@ -923,20 +1001,10 @@ class PostgresStore:
         returned is the low-water mark (module docstring): computed *before* the rows are read,
         in a statement of its own, so that the rows' snapshot is later than it."""
         token = await self._low_water_mark()
-        rows = await self._fetch(_LIST_CONVERSATIONS, user_id, device_id, changed_after)
-        states = [
-            ConversationState(
-                str(r["conversation_id"]),
-                ConversationKind(r["kind"]),
-                r["title"],
-                int(r["last_seq"]),
-                int(r["delivered_seq"]),
-                int(r["read_seq"]),
-                max(0, int(r["last_seq"]) - int(r["read_seq"])),
-                int(r["version"]),
+        async with self._connection() as conn:
+            states = await postgres_messaging.list_conversations(
+                conn, user_id, device_id, changed_after
             )
-            for r in rows
-        ]
         return states, token
 
     async def _low_water_mark(self) -> int:
@@ -1025,3 +1093,18 @@ class PostgresStore:
     async def release_consumer_lease(self, name: str, holder: str) -> None:
         async with self._connection() as conn:
             await postgres_changes.release_lease(conn, name, holder)
+
+    # -- hidden messages and the retention purge (postgres_messaging.py) -------------
+    async def set_hidden(
+        self, user_id: str, conversation_id: str, seqs: Sequence[int], hidden: bool
+    ) -> list[int]:
+        async with self._connection() as conn:
+            return await postgres_messaging.set_hidden(conn, user_id, conversation_id, seqs, hidden)
+
+    async def hidden_seqs(self, user_id: str, conversation_id: str) -> list[int]:
+        async with self._connection() as conn:
+            return await postgres_messaging.hidden_seqs(conn, user_id, conversation_id)
+
+    async def purge_expired(self, now: int, default_days: int, max_entries: int) -> PurgeResult:
+        async with self._connection() as conn:
+            return await postgres_messaging.purge_expired(conn, now, default_days, max_entries)

@@ -66,6 +66,9 @@ class AppendItem:
     message: NewMessage
     message_id: str
     future: asyncio.Future[AppendResult]
+    mentions: str | None = None
+    """The message's mentions as stored (``rules.mentions_field``), formed
+    and checked by the caller, whose error a bad one is."""
 
 
 AppendOutcome = AppendResult | TidingsError

@@ -32,3 +32,16 @@ def change_batch(position: int, limit: int, changes: list[Change], head: int) ->
     else:
         resume = max(position, head)
     return ChangeBatch(changes, resume, head)
+
+
+def mentions_field(mentions: tuple[str, ...]) -> str | None:
+    """How both engines store whom an entry mentions: ``" u1 u2 "`` (each id
+    padded by spaces, so that "mentions u1" is a substring test that cannot
+    match inside a longer id), ``*`` for everyone; None for nobody, which
+    keeps a plain text's row as small as before."""
+    if not mentions:
+        return None
+    ids = list(dict.fromkeys(mentions))
+    if any(not i or any(c.isspace() for c in i) for i in ids):
+        raise TidingsError(ErrorCode.BAD_REQUEST, "a mentioned id is empty or has a space")
+    return f" {' '.join(ids)} "
