@@ -440,8 +440,8 @@ async def test_purge_removes_an_expired_prefix_by_each_policy(store: Subject) ->
     month, _ = await store.create_conversation(GROUP, p.alice.user_id, [], "month", NOW)
     await store.update_conversation(kept.conversation_id, retention_days=0)
     await store.update_conversation(month.conversation_id, retention_days=30)
-    # A later seq may carry an older ts (clocks differ): the prefix goes up to
-    # the last expired one, recent entries before it included.
+    # A later seq may carry an older ts (clocks differ): the prefix stops at the
+    # first entry that has not expired; older-stamped ones after it wait.
     await aged(store, p, p.cid, [10, 10, 1, 8, 1, 0])
     await aged(store, p, kept.conversation_id, [400, 400])
     await aged(store, p, month.conversation_id, [40, 10, 40, 10])
@@ -450,22 +450,22 @@ async def test_purge_removes_an_expired_prefix_by_each_policy(store: Subject) ->
 
     # The server keeps for ever: only the conversation with a policy of its own goes.
     first = await store.purge_expired(NOW, 0, 1000)
-    assert first.purged == {month.conversation_id: 3}
-    assert first.entries == 3
-    assert [m.seq for m in await store.history(month.conversation_id)] == [4]
+    assert first.purged == {month.conversation_id: 1}
+    assert first.entries == 1
+    assert [m.seq for m in await store.history(month.conversation_id)] == [2, 3, 4]
 
     second = await store.purge_expired(NOW, 7, 1000)
-    assert second.purged == {p.cid: 4}
-    assert second.entries == 4
-    assert [m.seq for m in await store.history(p.cid)] == [5, 6]
+    assert second.purged == {p.cid: 2}
+    assert second.entries == 2
+    assert [m.seq for m in await store.history(p.cid)] == [3, 4, 5, 6]
     assert [m.seq for m in await store.history(kept.conversation_id)] == [1, 2]
     assert await store.hidden_seqs(p.bob.user_id, p.cid) == [5]
-    assert await store.hidden_seqs(p.alice.user_id, p.cid) == []
+    assert await store.hidden_seqs(p.alice.user_id, p.cid) == [4]
     conv = await store.get_conversation(p.cid)
     assert conv is not None
-    assert (conv.purged_seq, conv.last_seq) == (4, 6)
+    assert (conv.purged_seq, conv.last_seq) == (2, 6)
     got = await state(store, p.bob, p.cid)
-    assert (got.history_start, got.unread) == (5, 2)
+    assert (got.history_start, got.unread) == (3, 4)
 
     nothing = await store.purge_expired(NOW, 7, 1000)
     assert (nothing.purged, nothing.entries) == ({}, 0)

@@ -899,16 +899,20 @@ class PostgresStore:
     ) -> AppendResult:
         """The stored message for a duplicate key (after a lost race: the winner
         has committed, since the unique index made us wait for it)."""
-        row = await self._fetchrow(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2",
-            message.sender_id,
-            message.client_msg_id,
-        )
-        if row is None:  # pragma: no cover - the winner cannot vanish
+        stored = await self.find_sent(message.sender_id, message.client_msg_id)
+        if stored is None:  # pragma: no cover - the winner cannot vanish
             raise TidingsError(
                 ErrorCode.INTERNAL, "duplicate key without a stored message"
             ) from exc
-        return AppendResult(_message(row), duplicate=True)
+        return AppendResult(stored, duplicate=True)
+
+    async def find_sent(self, sender_id: str, client_msg_id: str) -> Message | None:
+        row = await self._fetchrow(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2",
+            sender_id,
+            client_msg_id,
+        )
+        return None if row is None else _message(row)
 
     async def history(
         self,

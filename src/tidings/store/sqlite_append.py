@@ -27,6 +27,7 @@ import msgspec
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import new_id
 from tidings.core.models import AppendResult, Message, NewMessage
+from tidings.store.rules import mentions_field
 
 _JSON = msgspec.json.Encoder()
 
@@ -99,12 +100,6 @@ ADVANCE_DEVICE = (
 def scrubbed_edit(target: int) -> bytes:
     """What an edit of a deleted entry becomes: its place in the stream stays, its text goes."""
     return b'{"kind":"edit","target":%d,"deleted":true}' % target
-
-
-def mentions_column(mentions: Sequence[str]) -> str | None:
-    """``messages.mentions``: the ids space-padded (`` u1 u2 ``), so that "is
-    ``u`` mentioned" is one ``LIKE '% u %'`` in either engine; None for none."""
-    return f" {' '.join(mentions)} " if mentions else None
 
 
 def message_from_row(row: tuple[str, int, str, str, str, int, bytes]) -> Message:
@@ -186,7 +181,7 @@ class LogWrites:
                 stored.content,
                 message.kind,
                 message.target,
-                mentions_column(message.mentions),
+                mentions_field(message.mentions),
             )
         )
         if message.redacts and message.target is not None:

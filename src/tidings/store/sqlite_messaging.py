@@ -185,10 +185,15 @@ def update_member_settings(
         {"muted_until": muted_until, "archived": archived, "pinned": pinned}
     )
     if clause:
-        conn.execute(
+        cursor = conn.execute(
             f"UPDATE members SET {clause} WHERE conversation_id = ? AND user_id = ?",
             (*values, conversation_id, user_id),
         )
+        if cursor.rowcount:  # the user's other devices list it at their next sync
+            conn.execute(
+                "UPDATE conversations SET version = ? WHERE conversation_id = ?",
+                (bump_version(conn), conversation_id),
+            )
     row = conn.execute(
         "SELECT muted_until, archived, pinned FROM members"
         " WHERE conversation_id = ? AND user_id = ?",

@@ -11,6 +11,7 @@ rule here judges only what cannot change (who wrote the target, when).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -21,6 +22,8 @@ from tidings.core.models import Message, Role
 
 Seq = Annotated[int, msgspec.Meta(ge=1)]
 MAX_MENTIONS = 100
+_ID = re.compile(r"[^\s*]{1,64}")
+"""A mentioned user id: what ids look like, and never ``*`` (everyone is ``mention_all``)."""
 """Most user ids one text mentions (``mention_all`` reaches any group)."""
 
 
@@ -60,8 +63,11 @@ def text_needs_rule(head: ContentHead) -> bool:
 async def text_rule(head: ContentHead, context: RuleContext) -> None:
     """A reply names an entry of the conversation; mentions are few and distinct;
     ``mention_all`` is for groups."""
-    if head.mentions is not None and (
-        len(head.mentions) > MAX_MENTIONS or len(set(head.mentions)) != len(head.mentions)
+    mentions = head.mentions
+    if mentions is not None and (
+        len(mentions) > MAX_MENTIONS
+        or len(set(mentions)) != len(mentions)
+        or not all(_ID.fullmatch(user_id) for user_id in mentions)
     ):
         raise TidingsError(
             ErrorCode.BAD_FRAME, f"mentions must be at most {MAX_MENTIONS} distinct user ids"

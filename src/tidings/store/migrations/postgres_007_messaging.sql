@@ -317,31 +317,39 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     c        record;
-    expired  bigint;
+    fresh    bigint;
     done     bigint;
+    last     bigint;
     upto     bigint;
     budget   bigint := p_max;
 BEGIN
+    -- Candidates: a policy, and an oldest held entry that has expired (one
+    -- primary-key lookup each; a conversation with nothing expired costs no scan).
     FOR c IN SELECT cv.conversation_id,
-                    coalesce(cv.retention_days, p_default_days)::bigint AS days
+                    p_now - coalesce(cv.retention_days, p_default_days)::bigint * 86400000
+                        AS cutoff
                FROM conversations AS cv
               WHERE coalesce(cv.retention_days, p_default_days) > 0
                 AND cv.last_seq > cv.purged_seq
+                AND (SELECT m.ts FROM messages AS m
+                      WHERE m.conversation_id = cv.conversation_id
+                        AND m.seq = cv.purged_seq + 1)
+                    < p_now - coalesce(cv.retention_days, p_default_days)::bigint * 86400000
               ORDER BY cv.conversation_id
     LOOP
         EXIT WHEN budget <= 0;
-        SELECT m.seq INTO expired
-          FROM messages AS m
-         WHERE m.conversation_id = c.conversation_id
-           AND m.ts < p_now - c.days * 86400000
-         ORDER BY m.seq DESC
-         LIMIT 1;
-        CONTINUE WHEN expired IS NULL;
-        SELECT cv.purged_seq INTO done
+        SELECT cv.purged_seq, cv.last_seq INTO done, last
           FROM conversations AS cv
          WHERE cv.conversation_id = c.conversation_id
            FOR UPDATE;
-        upto := least(expired, done + budget);
+        -- The prefix ends before the first entry that has not expired: a walk
+        -- over the entries that go anyway.
+        SELECT m.seq INTO fresh
+          FROM messages AS m
+         WHERE m.conversation_id = c.conversation_id AND m.seq > done AND m.ts >= c.cutoff
+         ORDER BY m.seq
+         LIMIT 1;
+        upto := least(coalesce(fresh - 1, last), done + budget);
         CONTINUE WHEN upto <= done;
         DELETE FROM messages AS m
          WHERE m.conversation_id = c.conversation_id AND m.seq > done AND m.seq <= upto;
