@@ -74,8 +74,7 @@ Every member's ``delivered`` ack is a cursor move, so one message to a group
 of 1000 makes 1000 moves within milliseconds. Sent one by one, each was a
 round trip and a committed transaction (a WAL flush) of its own, and they
 queued ahead of the appends for pooled connections and flushes. Appends under
-load are the same (1:1 throughput measured ~500 µs of PostgreSQL CPU per
-append on its own). Both are therefore coalesced without waiting for company
+load are the same (docs/benchmarks.md, "Figures behind design choices"). Both are therefore coalesced without waiting for company
 (:class:`~tidings.store.postgres_batches.Batcher`): a call queues, and one
 flusher task per kind sends whatever is queued (at most ``CURSOR_BATCH_MAX``
 moves or ``APPEND_BATCH_MAX`` appends) as one ``tidings_advance_cursors_many``
@@ -215,8 +214,8 @@ statements take is the version gate's shared session lock, held for a few
 gone) between taking and releasing it would leave every later listing
 waiting on the gate. asyncpg's default pool reset (this plus ``CLOSE ALL``,
 ``UNLISTEN *`` and ``RESET ALL``, none of which we leave behind) runs after
-*every* use: a round trip per store call, ~9% of a node's CPU in the
-3-node fan-out profile."""
+*every* use: a round trip per store call (its cost is in docs/benchmarks.md,
+"Figures behind design choices")."""
 
 APPLICATION_NAME = "tidings"
 """Shown in ``pg_stat_activity``: lets an operator (and the tests) find the

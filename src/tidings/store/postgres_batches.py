@@ -3,8 +3,8 @@
 Every member's ``delivered`` ack is a cursor move, so one message to a group
 of 1000 makes 1000 moves within milliseconds; sent one by one, each was a
 round trip and a committed transaction of its own. Appends under load are
-the same: 1:1 throughput measured ~500 µs of PostgreSQL CPU per append sent
-on its own, ~190 µs sent 500 to a transaction. A :class:`Batcher` queues
+the same (the PostgreSQL CPU per append alone and in batches is in
+docs/benchmarks.md, "Figures behind design choices"). A :class:`Batcher` queues
 writes of one kind and sends whatever is queued as one batch; how a batch is
 sent (one ``tidings_advance_cursors_many`` or ``tidings_append_many``
 statement) is the store's business, passed in as ``send``.

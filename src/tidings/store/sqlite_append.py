@@ -4,9 +4,8 @@ An append checks its idempotency key, checks membership, takes the next seq,
 bumps the store version, inserts the message (with that version: its
 position in the change stream), stamps the conversation and
 moves the sender's cursors: six to eight statements when done one message at
-a time, each with its own Python-side cost. Measured alone (2,000 appends in
-flight), that was ~47 µs of CPU per append; grouped, ~35 µs
-(docs/architecture.md).
+a time, each with its own Python-side cost, which grouping cuts by about a
+quarter (docs/benchmarks.md, "Figures behind design choices").
 
 The writer hands this module every append that stands next to another in a
 batch (:meth:`SqliteWriter.submit_grouped`). :func:`append_many` reads what
@@ -35,8 +34,8 @@ _JSON = msgspec.json.Encoder()
 def json_array(items: Sequence[Any]) -> str:
     """``items`` as JSON text, for ``json_each(?)`` to walk: one bound
     parameter for any number of keys. Text, not bytes: SQLite reads a BLOB
-    argument as its binary JSONB. (msgspec: a tenth of ``json.dumps``'s cost,
-    which was 2% of the event loop under the throughput benchmark.)"""
+    argument as its binary JSONB. msgspec, not ``json.dumps``: this runs for
+    every run of appends (docs/benchmarks.md, "Figures behind design choices")."""
     return _JSON.encode(items).decode()
 
 

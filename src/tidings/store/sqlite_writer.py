@@ -50,8 +50,8 @@ MAX_BATCH_OPS = 2048
 """Most jobs in one transaction. Under load a batch is whatever queued during
 the last commit: with several sends of a connection in flight that is
 hundreds to thousands of jobs (1,000 in the throughput benchmark), and one
-COMMIT for all of them costs less per job than several (throughput +20%
-against a cap of 256). Small enough that one batch holds the write lock for
+COMMIT for all of them costs less per job than several (docs/benchmarks.md,
+"Figures behind design choices", has the cap of 256 against this one). Small enough that one batch holds the write lock for
 tens of milliseconds, so readers' WAL never grows without bound."""
 
 SLICE_OPS = 256

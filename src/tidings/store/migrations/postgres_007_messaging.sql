@@ -46,9 +46,8 @@ UPDATE messages SET kind = tidings_membership_kind(content)
 -- (NULL: the server's policy; 0: for ever), and what the purge removed.
 -- history's values are checked by a domain, not a CHECK of the table: a
 -- table's CHECK runs on every UPDATE of the row, so on every append's
--- last_seq bump (measured: 3-5 us of ~100 us of PostgreSQL time per append
--- in a batch; docs/benchmarks.md), while a domain's runs only where a value
--- is written to it.
+-- last_seq bump (docs/benchmarks.md, "Figures behind design choices"),
+-- while a domain's runs only where a value is written to it.
 CREATE DOMAIN tidings_history AS text CHECK (VALUE IN ('joined', 'full'));
 ALTER TABLE conversations ADD COLUMN history tidings_history NOT NULL DEFAULT 'joined';
 ALTER TABLE conversations ADD COLUMN retention_days integer;
