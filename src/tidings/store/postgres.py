@@ -74,8 +74,8 @@ Every member's ``delivered`` ack is a cursor move, so one message to a group
 of 1000 makes 1000 moves within milliseconds. Sent one by one, each was a
 round trip and a committed transaction (a WAL flush) of its own, and they
 queued ahead of the appends for pooled connections and flushes. Appends under
-load are the same (docs/benchmarks.md, "Figures behind design choices"). Both are therefore coalesced without waiting for company
-(:class:`~tidings.store.postgres_batches.Batcher`): a call queues, and one
+load are the same (docs/benchmarks.md, "Figures behind design choices").
+Both are therefore coalesced without waiting for company (:class:`~tidings.store.postgres_batches.Batcher`): a call queues, and one
 flusher task per kind sends whatever is queued (at most ``CURSOR_BATCH_MAX``
 moves or ``APPEND_BATCH_MAX`` appends) as one ``tidings_advance_cursors_many``
 or ``tidings_append_many`` statement, i.e. one transaction; calls arriving
