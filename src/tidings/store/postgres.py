@@ -70,18 +70,20 @@ four lock-manager operations per write and one ``pg_locks`` scan per listing.
 
 Cursor moves and appends in batches
 -----------------------------------
-Every member's ``delivered`` ack is a cursor move, so one message to a group
-of 1000 makes 1000 moves within milliseconds. Sent one by one, each was a
-round trip and a committed transaction (a WAL flush) of its own, and they
-queued ahead of the appends for pooled connections and flushes. Appends under
-load are the same (docs/benchmarks.md, "Figures behind design choices").
-Both are therefore coalesced without waiting for company (:class:`~tidings.store.postgres_batches.Batcher`): a call queues, and one
+Every member's ``delivered`` ack is a cursor move, so one message to a group of
+1000 makes 1000 moves within milliseconds. Sent one by one, each was a round
+trip and a committed transaction (a WAL flush) of its own, and they queued
+ahead of the appends for pooled connections and flushes. Appends under load are
+the same (docs/benchmarks.md, "Figures behind design choices"). Both are
+therefore coalesced without waiting for company
+(:class:`~tidings.store.postgres_batches.Batcher`): a call queues, and one
 flusher task per kind sends whatever is queued (at most ``CURSOR_BATCH_MAX``
 moves or ``APPEND_BATCH_MAX`` appends) as one ``tidings_advance_cursors_many``
 or ``tidings_append_many`` statement, i.e. one transaction; calls arriving
 while that batch is in flight form the next one. An idle store sends a lone
 call at once. Batches of a kind go out one at a time, in the order called, so
-appends take seqs in call order (the store contract in ``base.py``). The SQL functions
+appends take seqs in call order (the store contract in ``base.py``). The SQL
+functions
 lock conversation and member rows in key order (appends are sent sorted by
 conversation and sender, each sender's in the order called), so two nodes'
 batches cannot deadlock each other on them, and report a non-member per

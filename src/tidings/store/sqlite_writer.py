@@ -52,7 +52,8 @@ the last commit: with several sends of a connection in flight that is
 hundreds to thousands of jobs (1,000 in the throughput benchmark), and one
 COMMIT for all of them costs less per job than several (docs/benchmarks.md,
 "Figures behind design choices", has the cap of 256 against this one).
-Small enough that one batch holds the write lock for tens of milliseconds, so readers' WAL never grows without bound."""
+Small enough that one batch holds the write lock for tens of milliseconds, so
+readers' WAL never grows without bound."""
 
 SLICE_OPS = 256
 """Jobs whose statements run in one turn of the event loop. A bigger batch
