@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from tidings.bus.memory import MemoryBus
+from tidings.bus.store_relay import AnnouncementRelay
 from tidings.changelog.runner import RunnerOptions
 from tidings.changelog.workers import ChangeWorkers
 from tidings.core.accounts import AccountService
@@ -92,8 +93,14 @@ def open_presence(settings: Settings) -> PresenceStore:
     raise ValueError(f"unsupported presence URL {url!r} (supported: memory://, redis://)")
 
 
+def is_in_process(settings: Settings) -> bool:
+    """Whether the bus is the node's own (``memory://``): no other process can
+    publish on it, so admin commands announce through the store instead."""
+    return settings.bus.startswith("memory://")
+
+
 def open_bus(settings: Settings) -> Bus:
-    if settings.bus.startswith("memory://"):
+    if is_in_process(settings):
         return MemoryBus()
     if settings.bus.startswith(REDIS_SCHEMES):
         from tidings.bus.redis import RedisBus
@@ -120,6 +127,8 @@ class Node:
     presence: PresenceHub
     changelog: ChangeWorkers
     features: Plugged = field(default_factory=Plugged)
+    relay: AnnouncementRelay | None = None
+    """Publishes admin commands' announcements on an in-process bus (``bus/store_relay.py``)."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @functools.cached_property
@@ -137,6 +146,8 @@ class Node:
         self.aggregator.start()
         await self.features.start()
         self.changelog.start()
+        if self.relay is not None:
+            await self.relay.start()
         log.info(
             "node started", extra={"epoch": self.store.epoch, "store": self.settings.store_url}
         )
@@ -166,6 +177,8 @@ class Node:
             log.exception("healing after a bus gap failed")
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
         await self.gateway.stop()
         await self.changelog.stop()
         await self.features.stop()
@@ -277,6 +290,8 @@ def build_node(
     )
     for worker in [*node.features.workers, *workers]:
         changelog.register(worker)
+    if is_in_process(settings):
+        node.relay = AnnouncementRelay(store, bus, settings.announcement_poll_ms)
     return node
 
 

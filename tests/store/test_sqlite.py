@@ -125,6 +125,7 @@ async def test_data_and_migrations_survive_reopen(tmp_path: Path) -> None:
         (3, "sqlite_003_restores.sql"),
         (4, "sqlite_004_changes.sql"),
         (5, "sqlite_005_messaging.sql"),
+        (6, "sqlite_006_announcements.sql"),
     ]
 
 

@@ -117,6 +117,7 @@ async def reset(args: argparse.Namespace, settings: Settings) -> int:
     async with using_services(settings) as services:
         user = await services.find(args.name)
         revoked = await services.auth.reset_password(user.user_id, password)
+        await services.accounts.signed_out(user.user_id)
     out: dict[str, object] = {
         "user_id": user.user_id,
         "username": user.username,

@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         "disable",
         accounts.disable,
         "stop an account from logging in and revoke its tokens",
-        "Stop an account from logging in and revoke every token it holds. Sessions\n"
-        "open on a running server end at their next reconnect.",
+        "Stop an account from logging in and revoke every token it holds; its open\n"
+        "sessions on running servers are closed.",
     )
     disable.add_argument("name")
     enable = _command(user, "enable", accounts.enable, "let a disabled account log in again")

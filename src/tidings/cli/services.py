@@ -5,9 +5,10 @@ the core's services, never the store directly: the rules are the same, and
 what a change announces goes out on the bus the nodes listen to. With a
 Redis bus the running nodes hear it at once (a new conversation reaches its
 members' open sessions, a disabled account's sessions are closed). With the
-in-process bus of a single node (``memory://``) there is no one to hear it
-in this process: the node learns the change from the store, at a client's
-next sync or hello (docs/architecture.md, "Admin commands and running nodes").
+in-process bus of a single node (``memory://``) no one would hear it in this
+process, so the command announces through the store and the node relays it
+onto its bus within ``announcement_poll_ms`` (``bus/store_relay.py``;
+docs/architecture.md, "Admin commands and running nodes").
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from tidings.bus.store_relay import AnnouncingBus
 from tidings.cli.errors import OperatorError
 from tidings.cli.store_access import using_store
 from tidings.core.accounts import AccountService
@@ -55,11 +57,11 @@ async def using_services(settings: Settings) -> AsyncIterator[AdminServices]:
     """The services over the existing store and the configured bus; on the way
     out, an announcement the bus did not take is tried once more, then
     reported (the change itself is stored: clients get it at their next sync)."""
-    from tidings.app import BUILT_IN, open_bus
+    from tidings.app import BUILT_IN, is_in_process, open_bus
     from tidings.features.host import content_kinds_of
 
     async with using_store(settings) as store:
-        bus = open_bus(settings)
+        bus = AnnouncingBus(store) if is_in_process(settings) else open_bus(settings)
         await bus.start(_ignore)
         publisher = Publisher(bus)
         try:

@@ -10,7 +10,7 @@ and the nodes holding the user's sessions act on it at once.
 from __future__ import annotations
 
 from tidings.core.errors import ErrorCode, TidingsError
-from tidings.core.events import DisabledEvent, user_topic
+from tidings.core.events import DisabledEvent, SignedOutEvent, user_topic
 from tidings.core.ids import now_ms
 from tidings.core.models import Account, User
 from tidings.core.ports.store.accounts import AccountStore
@@ -60,3 +60,8 @@ class AccountService:
         if disabled:
             await self._publisher.publish(user_topic(user_id), DisabledEvent(user_id))
         return changed
+
+    async def signed_out(self, user_id: str) -> None:
+        """Every token of the user was revoked (a password reset): end their
+        open sessions on every node too, as a logout ends one device's."""
+        await self._publisher.publish(user_topic(user_id), SignedOutEvent(user_id))

@@ -55,6 +55,13 @@ class DisabledEvent(msgspec.Struct, tag="disabled", frozen=True):
     user_id: str
 
 
+class SignedOutEvent(msgspec.Struct, tag="signed_out", frozen=True):
+    """Published on a user's topic when every token of theirs was revoked
+    (an operator's password reset): every node closes the user's sessions."""
+
+    user_id: str
+
+
 class TypingEvent(msgspec.Struct, tag="typing", frozen=True):
     """A typing indicator, relayed live and never stored: a node that misses it
     (or a client that reconnects) gets only what is live now, from presence."""
@@ -80,6 +87,7 @@ BusEvent = (
     | JoinedEvent
     | RevokedEvent
     | DisabledEvent
+    | SignedOutEvent
     | TypingEvent
     | UserFrameEvent
 )

@@ -22,6 +22,7 @@ from tidings.core.events import (
     MessageEvent,
     ReceiptEvent,
     RevokedEvent,
+    SignedOutEvent,
     TypingEvent,
     UserFrameEvent,
     decode_event,
@@ -100,6 +101,8 @@ class Fanout:
             self._close_sessions(event.user_id, event.device_id, b"token revoked")
         elif isinstance(event, DisabledEvent):
             self._close_sessions(event.user_id, None, b"account disabled")
+        elif isinstance(event, SignedOutEvent):
+            self._close_sessions(event.user_id, None, b"signed out everywhere")
         elif isinstance(event, UserFrameEvent):
             self._registry.write_to_user(event.user_id, text_frame(event.frame))
         elif isinstance(event, MessageEvent):

@@ -136,6 +136,7 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.core.ports.store.announcements import Announcement
 from tidings.core.schema import SchemaComponent
 from tidings.store import (
     migrator,
@@ -1113,3 +1114,27 @@ class PostgresStore:
     async def purge_expired(self, now: int, default_days: int, max_entries: int) -> PurgeResult:
         async with self._connection() as conn:
             return await postgres_messaging.purge_expired(conn, now, default_days, max_entries)
+
+    # -- announcements (core/ports/store/announcements.py) ---------------------------
+    async def announce(self, topic: str, payload: bytes, now: int) -> None:
+        await self._execute(
+            "INSERT INTO announcements (topic, payload, created_at) VALUES ($1, $2, $3)",
+            topic,
+            payload,
+            now,
+        )
+
+    async def announcements_after(self, after_id: int, limit: int) -> list[Announcement]:
+        rows = await self._fetch(
+            "SELECT id, topic, payload FROM announcements WHERE id > $1 ORDER BY id LIMIT $2",
+            after_id,
+            limit,
+        )
+        return [Announcement(int(r["id"]), str(r["topic"]), bytes(r["payload"])) for r in rows]
+
+    async def last_announcement(self) -> int:
+        return int(await self._fetchval("SELECT coalesce(max(id), 0) FROM announcements"))
+
+    async def prune_announcements(self, before: int) -> int:
+        status = await self._execute("DELETE FROM announcements WHERE created_at < $1", before)
+        return int(status.rsplit(" ", 1)[1])

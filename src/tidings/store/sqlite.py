@@ -65,6 +65,7 @@ from tidings.core.models import (
     Role,
     User,
 )
+from tidings.core.ports.store.announcements import Announcement
 from tidings.core.schema import SchemaComponent
 from tidings.settings import SQLITE_SYNCHRONOUS_MODES
 from tidings.store import migrator, sqlite_changes, sqlite_restores
@@ -807,6 +808,40 @@ class SqliteStore:
 
     async def hidden_seqs(self, user_id: str, conversation_id: str) -> list[int]:
         return await self._read(lambda conn: messaging.hidden_seqs(conn, user_id, conversation_id))
+
+    # -- announcements (core/ports/store/announcements.py) ---------------------------
+    async def announce(self, topic: str, payload: bytes, now: int) -> None:
+        await self._writer.submit(
+            "announce",
+            lambda conn: conn.execute(
+                "INSERT INTO announcements (topic, payload, created_at) VALUES (?, ?, ?)",
+                (topic, payload, now),
+            ),
+        )
+
+    async def announcements_after(self, after_id: int, limit: int) -> list[Announcement]:
+        def op(conn: sqlite3.Connection) -> list[Announcement]:
+            rows = conn.execute(
+                "SELECT id, topic, payload FROM announcements WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            )
+            return [Announcement(i, topic, bytes(payload)) for i, topic, payload in rows]
+
+        return await self._read(op)
+
+    async def last_announcement(self) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT coalesce(max(id), 0) FROM announcements").fetchone()[0])
+
+        return await self._read(op)
+
+    async def prune_announcements(self, before: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM announcements WHERE created_at < ?", (before,)
+            ).rowcount
+
+        return await self._writer.submit("prune_announcements", op)
 
     async def purge_expired(self, now: int, default_days: int, max_entries: int) -> PurgeResult:
         result = await self._writer.submit(

@@ -13,6 +13,7 @@ touch and a test double implements only that:
 - :mod:`.restores` ``RestoreStore``: the epoch, restores and reconcile reports;
 - :mod:`.hidden` ``HiddenStore``: each user's hidden messages;
 - :mod:`.retention` ``RetentionStore``: the retention purge;
+- :mod:`.announcements` ``AnnouncementStore``: admin commands' events for an in-process bus;
 - :mod:`.consumers` ``ConsumerStore``: change-log consumer positions and leases;
 - :mod:`.lifecycle` ``StoreLifecycle``: start, close, readiness.
 

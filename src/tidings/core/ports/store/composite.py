@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from tidings.core.ports.store.accounts import AccountStore
+from tidings.core.ports.store.announcements import AnnouncementStore
 from tidings.core.ports.store.consumers import ConsumerStore
 from tidings.core.ports.store.conversations import ConversationStore
 from tidings.core.ports.store.cursors import CursorStore
@@ -30,6 +31,7 @@ class Store(
     ConsumerStore,
     HiddenStore,
     RetentionStore,
+    AnnouncementStore,
     Protocol,
 ):
     """Durable storage: one database behind every aggregate's protocol."""
