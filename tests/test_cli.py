@@ -102,9 +102,14 @@ def _free_port() -> int:
 
 
 async def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """With a feature package plugged in from the ``features`` setting: its
+    route is served and documented beside the API's."""
     port = _free_port()
     config = tmp_path / "tidings.toml"
-    config.write_text(f"[tidings]\nport = {port}\nheartbeat_ms = 20000\n")
+    config.write_text(
+        f"[tidings]\nport = {port}\nheartbeat_ms = 20000\n"
+        'features = "tests.feature_probe.feature:served_probe"\n'
+    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -131,9 +136,29 @@ async def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
             async with session.get(f"http://127.0.0.1:{port}/openapi.json") as resp:
                 doc = await resp.json()
             assert "/v1/conversations/{cid}/messages" in doc["paths"]
+            assert "/v1/probe" in doc["paths"]
+            async with session.get(f"http://127.0.0.1:{port}/v1/probe") as resp:
+                assert resp.status == 200, await resp.text()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), WAIT_S) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
             await asyncio.wait_for(proc.wait(), WAIT_S)
+
+
+def test_serve_names_a_feature_that_does_not_load(tmp_path: Path) -> None:
+    env_spec = "tests.feature_probe.feature:no_such_thing"
+    result = subprocess.run(
+        [sys.executable, "-m", "tidings", "serve", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env={**_env(), "TIDINGS_FEATURES": env_spec},
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert env_spec in lines[0], lines
+    assert "TIDINGS_FEATURES" in lines[0], lines

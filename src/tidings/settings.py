@@ -92,6 +92,9 @@ class Settings:
     ever); a conversation's own ``retention_days`` overrides it."""
     retention_sweep_s: int = 600
     """How often the retention purge looks for expired entries."""
+    features: str = ""
+    """Feature packages to plug in besides the built-in ones: comma-separated
+    ``package.module:NAME`` (a ``Feature``, or a function returning one)."""
     announcement_poll_ms: int = 500
     """With the in-process bus: how often the node looks in the store for what admin
     commands (``tidings user disable``, ``tidings conversation create``) announced."""

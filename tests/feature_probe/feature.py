@@ -111,3 +111,9 @@ def probe_feature(state: ProbeState) -> Feature:
         migrations="tests.feature_probe",
         plug=plug,
     )
+
+
+def served_probe() -> Feature:
+    """The probe as ``tidings serve`` loads it from the ``features`` setting
+    (``tests.feature_probe.feature:served_probe``), with a state of its own."""
+    return probe_feature(ProbeState())

@@ -8,10 +8,14 @@ import gc
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from tidings.cli.errors import listen_error
+from tidings.cli.errors import OperatorError, listen_error
 from tidings.cli.locations import prepare_new
 from tidings.settings import Settings
+
+if TYPE_CHECKING:
+    from tidings.features import Feature
 
 # The cyclic GC's default first-generation threshold (700 allocations) makes
 # it run every few messages under load, a visible share of the server's CPU
@@ -38,6 +42,16 @@ def check_port(settings: Settings) -> None:
         raise listen_error(exc, settings) from exc
 
 
+def plugged_features(settings: Settings) -> list[Feature]:
+    """The ``features`` setting's packages, or the one-line error an operator needs."""
+    from tidings.features.host import load_features
+
+    try:
+        return load_features(settings.features)
+    except ValueError as exc:
+        raise OperatorError(f"{exc} (setting features / TIDINGS_FEATURES)") from None
+
+
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
@@ -48,7 +62,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     check_port(settings)
     configure_logging(settings.log_level, settings.log_format)
     tune_gc()
-    node = build_node(settings)
+    node = build_node(settings, features=plugged_features(settings))
     runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
     try:
         await runner.setup()

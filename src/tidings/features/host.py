@@ -6,6 +6,7 @@ features a node has; how their parts are collected, started and probed is here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,3 +55,25 @@ class Plugged:
         for plugin in reversed(self.plugins):
             if plugin.stop is not None:
                 await plugin.stop()
+
+
+def load_features(spec: str) -> list[Feature]:
+    """The features named in ``spec`` (the ``features`` setting): comma-separated
+    ``package.module:NAME``, where NAME is a :class:`Feature` or a function of no
+    arguments that returns one. Raises ``ValueError`` saying which one is wrong."""
+    found: list[Feature] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        module_name, _, attribute = item.partition(":")
+        if not module_name or not attribute:
+            raise ValueError(f"feature {item!r} is not of the form package.module:NAME")
+        try:
+            value = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"feature {item!r} cannot be loaded: {exc}") from None
+        feature = value() if callable(value) and not isinstance(value, Feature) else value
+        if not isinstance(feature, Feature):
+            raise ValueError(f"feature {item!r} is not a tidings.features.Feature")
+        found.append(feature)
+    return found
