@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -72,6 +72,12 @@ class ChatStore(
     """What the chat service uses of the store: every aggregate a client touches
     (accounts only to revoke a device at logout), not the change-log consumers
     nor the lifecycle, which belong to the node."""
+
+
+class _Page(NamedTuple):
+    after_seq: int
+    limit: int
+    newest_first: bool
 
 
 class SyncAnswer(msgspec.Struct, frozen=True):
@@ -278,11 +284,27 @@ class ChatService:
         before_seq: int | None,
         limit: int,
     ) -> list[Message]:
-        start = await self.history_start(user_id, conversation_id)
-        limit = max(1, min(limit, self._settings.history_page_limit))
-        newest_first = after_seq == 0 and before_seq is not None
+        page = await self._page(user_id, conversation_id, after_seq, before_seq, limit)
         return await self._store.history(
-            conversation_id, max(after_seq, start - 1), before_seq, limit, newest_first=newest_first
+            conversation_id, page.after_seq, before_seq, page.limit, newest_first=page.newest_first
+        )
+
+    async def _page(
+        self,
+        user_id: str,
+        conversation_id: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int,
+    ) -> _Page:
+        """A history page's bounds for ``user_id`` (members only): from where they
+        may read, at most ``history_page_limit``; with only ``before_seq``, the
+        newest entries below it (scrolling back)."""
+        start = await self.history_start(user_id, conversation_id)
+        return _Page(
+            max(after_seq, start - 1),
+            max(1, min(limit, self._settings.history_page_limit)),
+            after_seq == 0 and before_seq is not None,
         )
 
     async def current_view(
@@ -297,11 +319,10 @@ class ChatService:
         folded into their targets, the entries ``user_id`` hid left out. Pages
         like :meth:`history`, by the seqs of what it returns; a page fills up
         past hidden entries (a bounded number of reads)."""
-        start = await self.history_start(user_id, conversation_id)
-        limit = max(1, min(limit, self._settings.history_page_limit))
-        newest_first = after_seq == 0 and before_seq is not None
+        bounds = await self._page(user_id, conversation_id, after_seq, before_seq, limit)
+        limit, newest_first = bounds.limit, bounds.newest_first
         hidden = set(await self._store.hidden_seqs(user_id, conversation_id))
-        low, high = max(after_seq, start - 1), before_seq
+        low, high = bounds.after_seq, before_seq
         shown: list[Message] = []
         for _ in range(VIEW_READS):
             page = await self._store.history(

@@ -250,8 +250,7 @@ class HttpApi:
             entries = await self._service.current_view(
                 call.caller.user_id, q.cid, q.after_seq, q.before_seq, q.limit or HISTORY_LIMIT
             )
-            view = [msgspec.convert(e, schemas.ViewEntryOut, from_attributes=True) for e in entries]
-            return json_response(schemas.ViewListOut(view))
+            return json_response(schemas.ViewListOut(entries))
         messages = await self._service.history(
             call.caller.user_id, q.cid, q.after_seq, q.before_seq, q.limit or HISTORY_LIMIT
         )

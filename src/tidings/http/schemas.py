@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from tidings.core.models import Conversation, ConversationState, Member, Message, User
+from tidings.core.view import ViewEntry
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -69,29 +70,10 @@ class ConversationSummaryOut(msgspec.Struct, frozen=True):
     pinned: bool = False
 
 
-class ReactionOut(msgspec.Struct, frozen=True):
-    emoji: str
-    count: int
-    me: bool
-
-
-class ViewEntryOut(msgspec.Struct, frozen=True):
-    """One message as a person sees it now (``?view=current``)."""
-
-    seq: int
-    message_id: str
-    sender_id: str
-    client_msg_id: str
-    ts: int
-    content: msgspec.Raw
-    edited: bool
-    edited_ts: int | None
-    deleted: bool
-    reactions: list[ReactionOut]
-
-
 class ViewListOut(msgspec.Struct, frozen=True):
-    messages: list[ViewEntryOut]
+    """``?view=current``: one entry per message a person sees (``core/view.py``)."""
+
+    messages: list[ViewEntry]
 
 
 class ConversationListOut(msgspec.Struct, frozen=True):
