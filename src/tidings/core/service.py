@@ -10,7 +10,6 @@ and Redis across nodes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
@@ -373,10 +372,52 @@ class ChatService:
         self._send_limiter.check(device.user_id)
         now = now_ms()
         ruled = kind.rule is not None and (kind.rule_applies is None or kind.rule_applies(head))
-        previous: asyncio.Future[None] | None = None
-        turn: asyncio.Future[None] | None = None
-        if order is not None and (ruled or order.waiting()):
-            previous, turn = order.take_turn()
+        if ruled or (order is not None and order.waiting()):
+            refused = await self._before_append(
+                device, conversation_id, client_msg_id, head, kind, now, ruled, order
+            )
+            if refused is not None:
+                return refused
+        mentions: tuple[str, ...] = ()
+        if head.mentions or head.mention_all:
+            mentions = (*(("*",) if head.mention_all else ()), *(head.mentions or ()))
+        # Positional: this runs for every message (the fields are NewMessage's, in order).
+        result = await self._store.append(
+            NewMessage(
+                conversation_id,
+                device.user_id,
+                device.device_id,
+                client_msg_id,
+                content,
+                now,
+                kind.stored_kind,
+                head.target if kind.targets else None,
+                kind.redacts,
+                mentions,
+            )
+        )
+        message = result.message
+        if not result.duplicate:
+            self._count_persisted()
+            await self._publish_message(message, origin_session=origin_session)
+        self._log_message(message, duplicate=result.duplicate)
+        return result
+
+    async def _before_append(
+        self,
+        device: Device,
+        conversation_id: str,
+        client_msg_id: str,
+        head: ContentHead,
+        kind: ClientKind,
+        now: int,
+        ruled: bool,
+        order: AppendOrder | None,
+    ) -> AppendResult | None:
+        """What a send awaits before its append (the slow path): its kind's rule,
+        and its turn behind the connection's earlier sends. Its own turn ends
+        on return, with no await between that and the caller's append."""
+        previous, turn = order.take_turn() if order is not None else (None, None)
         try:
             if ruled:
                 refused = await self._judge(device, conversation_id, client_msg_id, head, kind, now)
@@ -386,30 +427,8 @@ class ChatService:
                 await previous
         finally:
             if turn is not None:
-                turn.set_result(None)  # no await from here to the append's queue
-        mentions: tuple[str, ...] = ()
-        if head.mentions or head.mention_all:
-            mentions = (*(("*",) if head.mention_all else ()), *(head.mentions or ()))
-        result = await self._store.append(
-            NewMessage(
-                conversation_id=conversation_id,
-                sender_id=device.user_id,
-                device_id=device.device_id,
-                client_msg_id=client_msg_id,
-                content=content,
-                ts=now,
-                kind=kind.stored_kind,
-                target=head.target if kind.targets else None,
-                redacts=kind.redacts,
-                mentions=mentions,
-            )
-        )
-        message = result.message
-        if not result.duplicate:
-            self._count_persisted()
-            await self._publish_message(message, origin_session=origin_session)
-        self._log_message(message, duplicate=result.duplicate)
-        return result
+                turn.set_result(None)
+        return None
 
     async def _judge(
         self,

@@ -180,7 +180,7 @@ class LogWrites:
                 stored.content,
                 message.kind,
                 message.target,
-                mentions_field(message.mentions),
+                mentions_field(message.mentions) if message.mentions else None,
             )
         )
         if message.redacts and message.target is not None:
@@ -250,7 +250,8 @@ def append_many(
     ):
         log.conversation(cid, last_seq)
         log.sender(cid, uid, device_id, (delivered, read, device_delivered))
-    targets = _Targets(conn, messages)
+    # A run of plain texts (the common case) reads no targets and checks none.
+    targets = _Targets(conn, messages) if any(m.target is not None for m in messages) else None
     outcomes: list[AppendResult | TidingsError] = []
     for message in messages:
         key = (message.sender_id, message.client_msg_id)
@@ -259,11 +260,12 @@ def append_many(
             outcomes.append(AppendResult(duplicate, duplicate=True))
         elif not log.knows(message):
             outcomes.append(TidingsError(ErrorCode.NOT_MEMBER, "not a member of this conversation"))
-        elif (refused := targets.refuse(message)) is not None:
+        elif targets is not None and (refused := targets.refuse(message)) is not None:
             outcomes.append(refused)
         else:
             stored[key] = added = log.add(message)
-            targets.added(message, added.seq)
+            if targets is not None:
+                targets.added(message, added.seq)
             outcomes.append(AppendResult(added, duplicate=False))
     log.write(conn)
     return outcomes
@@ -271,7 +273,7 @@ def append_many(
 
 class _Targets:
     """The entries that the side entries of a run refer to, as the run goes:
-    loaded in one statement (none for a run of plain texts), then kept up to
+    loaded in one statement (a run of plain texts has none), then kept up to
     date as the run adds entries and deletes, so that an edit after a delete
     of the same target in one run is refused exactly as in two."""
 
@@ -280,9 +282,8 @@ class _Targets:
     def __init__(self, conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> None:
         self._known: dict[tuple[str, int], tuple[str | None, int | None]] = {}
         wanted = [(m.conversation_id, m.target) for m in messages if m.target is not None]
-        if wanted:
-            for cid, seq, kind, target in conn.execute(_TARGETS, (json_array(wanted),)):
-                self._known[(cid, seq)] = (kind, target)
+        for cid, seq, kind, target in conn.execute(_TARGETS, (json_array(wanted),)):
+            self._known[(cid, seq)] = (kind, target)
 
     def refuse(self, message: NewMessage) -> TidingsError | None:
         """Why ``message``'s target rules it out, or None (also when it has none)."""
