@@ -47,6 +47,12 @@ class ContentHead(msgspec.Struct, frozen=True):
     mention_all: bool = False
 
 
+read_head: Callable[[bytes], ContentHead] = msgspec.json.Decoder(ContentHead).decode
+"""The head of a content (``msgspec.DecodeError`` if it is none): one decoder
+for the send path and every reader of the stream (views, rules, search text),
+bound once, so the send path pays no call more than the decode."""
+
+
 class RuleContext(Protocol):
     """What a kind's :data:`Rule` may ask about the send it judges (each answer
     is read from the store when asked, so a rule pays only for what it uses)."""
@@ -188,7 +194,7 @@ class ContentKinds:
 
     def indexable_text(self, content: bytes) -> str:
         """What search indexes of a stored content ("" for a kind this node does not know)."""
-        head = msgspec.json.decode(content, type=ContentHead)
+        head = read_head(content)
         kind = self._kinds.get(head.kind)
         if kind is None:
             return ""

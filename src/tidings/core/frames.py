@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 
-from tidings.core.content_kinds import ClientKind, ContentHead, ContentKinds, invalid
+from tidings.core.content_kinds import ClientKind, ContentHead, ContentKinds, invalid, read_head
 from tidings.core.errors import ErrorCode, TidingsError
 
 # Text a client sends that the store keeps or looks up must not hold a NUL
@@ -147,7 +147,6 @@ CLIENT_FRAME_TYPES = frame_types(ClientFrame)
 
 _frame_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _any_decoder = msgspec.json.Decoder()
-_content_decoder = msgspec.json.Decoder(ContentHead)
 
 
 def _ref_of(obj: dict[Any, Any]) -> str | None:
@@ -209,7 +208,7 @@ def check_content(
             f"content is {len(raw)} bytes; the limit is {max_content_bytes}",
         )
     try:
-        head = _content_decoder.decode(raw)
+        head = read_head(raw)
     except msgspec.DecodeError as exc:
         raise invalid(exc) from None
     kind = kinds.sendable.get(head.kind)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from tidings.core.content_kinds import ContentHead
+from tidings.core.content_kinds import read_head
 from tidings.core.models import Message
 
 
@@ -46,7 +46,6 @@ class _Side(msgspec.Struct, frozen=True):
 
 
 _side = msgspec.json.Decoder(_Side)
-_head = msgspec.json.Decoder(ContentHead)
 _any = msgspec.json.Decoder(dict[str, object])
 _encode = msgspec.json.encode
 DELETED = msgspec.Raw(b'{"kind":"deleted"}')
@@ -80,7 +79,7 @@ def fold(entries: Sequence[Message], side: Iterable[Message], me: str) -> list[V
 
 
 def _entry(entry: Message, state: _State, me: str) -> ViewEntry:
-    deleted = state.deleted or _head.decode(entry.content).kind == "deleted"
+    deleted = state.deleted or read_head(entry.content).kind == "deleted"
     content = msgspec.Raw(entry.content)
     if deleted:
         content = DELETED

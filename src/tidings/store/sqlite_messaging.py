@@ -161,13 +161,12 @@ def update_conversation(
     clause, values = _assignments(
         {"title": title, "history": history_value, "retention_days": retention_days}
     )
-    version = bump_version(conn)
-    prefix = f"{clause}, " if clause else ""
-    cursor = conn.execute(
-        f"UPDATE conversations SET {prefix}version = ? WHERE conversation_id = ?",
-        (*values, version, conversation_id),
-    )
-    found = conversation(conn, conversation_id) if cursor.rowcount else None
+    if clause:
+        conn.execute(
+            f"UPDATE conversations SET {clause}, version = ? WHERE conversation_id = ?",
+            (*values, bump_version(conn), conversation_id),
+        )
+    found = conversation(conn, conversation_id)
     if found is None:
         raise TidingsError(ErrorCode.NOT_FOUND, "no such conversation")
     return found

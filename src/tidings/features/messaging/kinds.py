@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tidings.core.content_kinds import ContentHead, ContentKind, RuleContext
+from tidings.core.content_kinds import ContentHead, ContentKind, RuleContext, read_head
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.models import Message, Role
 
@@ -45,11 +45,8 @@ class ReactionContent(msgspec.Struct, frozen=True):
     on: bool
 
 
-_head = msgspec.json.Decoder(ContentHead)
-
-
 def _kind_of(entry: Message) -> str:
-    return _head.decode(entry.content).kind
+    return read_head(entry.content).kind
 
 
 def _refuse(message: str) -> TidingsError:
@@ -85,7 +82,7 @@ async def _target(head: ContentHead, context: RuleContext) -> Message:
     side entry, as the store would answer); a deleted one is ``FORBIDDEN``."""
     assert head.target is not None  # the kind's schema requires it
     entry = await context.entry(head.target)
-    target = _head.decode(entry.content)
+    target = read_head(entry.content)
     if target.target is not None:
         raise TidingsError(ErrorCode.NOT_FOUND, f"no message {head.target} in this conversation")
     if target.kind == "deleted":
