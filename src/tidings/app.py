@@ -303,6 +303,7 @@ def _context(node: Node, feature: Feature, config_file: str | None) -> FeatureCo
         node.settings,
         own,
         node.store,
+        node.store.engine_access(),
         node.bus,
         node.publisher,
         node.service,

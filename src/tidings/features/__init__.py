@@ -21,6 +21,7 @@ from tidings.core.auth import AuthService
 from tidings.core.content_kinds import ContentKind
 from tidings.core.ports.bus import Bus
 from tidings.core.ports.store.composite import Store
+from tidings.core.ports.store.engine import EngineHandle
 from tidings.core.publisher import Publisher
 from tidings.core.service import ChatService
 from tidings.core.workers import ChangeWorker
@@ -51,6 +52,8 @@ class FeatureContext:
     own: Any
     """This feature's settings (an instance of ``Feature.settings``), or None."""
     store: Store
+    database: EngineHandle
+    """The store's database, for the feature's own backend (narrow on ``engine``)."""
     bus: Bus
     publisher: Publisher
     """Publishes bus events and holds them while the bus is down (``core/publisher.py``)."""

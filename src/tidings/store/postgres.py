@@ -104,7 +104,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg  # type: ignore[import-untyped]
 from msgspec import UNSET, UnsetType
@@ -593,6 +593,9 @@ class PostgresStore:
     async def reconcile_reports(self, epoch: str) -> list[ReconcileReport]:
         async with self._connection() as conn:
             return await postgres_restores.reports(conn, epoch)
+
+    def engine_access(self) -> PostgresEngine:
+        return PostgresEngine(self)
 
     # -- plumbing ----------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -1138,3 +1141,17 @@ class PostgresStore:
     async def prune_announcements(self, before: int) -> int:
         status = await self._execute("DELETE FROM announcements WHERE created_at < $1", before)
         return int(status.rsplit(" ", 1)[1])
+
+
+class PostgresEngine:
+    """The store's database for features' own backends (``core/ports/store/engine.py``)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    @property
+    def engine(self) -> Literal["postgres"]:
+        return "postgres"
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._store._connection()

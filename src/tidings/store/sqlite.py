@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import unquote
 
 from msgspec import UNSET, UnsetType
@@ -453,6 +453,9 @@ class SqliteStore:
         conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         return conn
+
+    def engine_access(self) -> SqliteEngine:
+        return SqliteEngine(self)
 
     # -- plumbing --------------------------------------------------------------
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -949,3 +952,20 @@ class SqliteStore:
             "release_consumer_lease",
             lambda conn: sqlite_changes.release_lease(conn, name, holder),
         )
+
+
+class SqliteEngine:
+    """The store's database for features' own backends (``core/ports/store/engine.py``)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    @property
+    def engine(self) -> Literal["sqlite"]:
+        return "sqlite"
+
+    async def write(self, name: str, fn: Callable[[Any], T]) -> T:
+        return await self._store._writer.submit(name, fn)
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        return await self._store._read(fn)

@@ -15,7 +15,8 @@ touch and a test double implements only that:
 - :mod:`.retention` ``RetentionStore``: the retention purge;
 - :mod:`.announcements` ``AnnouncementStore``: admin commands' events for an in-process bus;
 - :mod:`.consumers` ``ConsumerStore``: change-log consumer positions and leases;
-- :mod:`.lifecycle` ``StoreLifecycle``: start, close, readiness.
+- :mod:`.lifecycle` ``StoreLifecycle``: start, close, readiness;
+- :mod:`.engine` ``EngineAccess``: the database itself, for features' own backends.
 
 Every engine passes the conformance suite, one file per aggregate in
 ``tests/store/`` (``test_accounts.py``, ``test_conversations.py``,

@@ -14,6 +14,7 @@ from tidings.core.ports.store.announcements import AnnouncementStore
 from tidings.core.ports.store.consumers import ConsumerStore
 from tidings.core.ports.store.conversations import ConversationStore
 from tidings.core.ports.store.cursors import CursorStore
+from tidings.core.ports.store.engine import EngineAccess
 from tidings.core.ports.store.hidden import HiddenStore
 from tidings.core.ports.store.lifecycle import StoreLifecycle
 from tidings.core.ports.store.messages import MessageLog
@@ -32,6 +33,7 @@ class Store(
     HiddenStore,
     RetentionStore,
     AnnouncementStore,
+    EngineAccess,
     Protocol,
 ):
     """Durable storage: one database behind every aggregate's protocol."""
