@@ -139,6 +139,7 @@ LoopMetric = (
     | LoopHistogram
 )
 _Described = tuple[str, str, str, LoopMetric]  # name, help, label name, metric
+M = TypeVar("M", bound=LoopMetric)
 
 
 class _Collector(Collector):
@@ -273,14 +274,21 @@ class Metrics:
         self.retention_purged = LoopCounter()
         self.changelog_failures = LabelledCounter()
         self.registry = CollectorRegistry()
-        self.registry.register(
-            _Collector(
-                [(name, doc, label, getattr(self, attr)) for attr, name, doc, label in _FAMILIES]
-            )
-        )
+        self._described: list[_Described] = [
+            (name, doc, label, getattr(self, attr)) for attr, name, doc, label in _FAMILIES
+        ]
+        self.registry.register(_Collector(self._described))
         self.frames_in_by_type = {t: self.frames_in.labels(t) for t in CLIENT_FRAME_TYPES}
         self.frames_in_other = self.frames_in.labels("other")
         self.frames_out_by_type = {t: self.frames_out.labels(t) for t in SERVER_FRAME_TYPES}
+
+    def family(self, name: str, doc: str, metric: M, label: str = "") -> M:
+        """Add a feature's own family (a feature owns its metrics; the core's are
+        above) and return it; ``label`` names the label of a labelled one."""
+        if any(described[0] == name for described in self._described):
+            raise ValueError(f"metric {name} is registered twice")
+        self._described.append((name, doc, label, metric))
+        return metric
 
     def frame_in(self, kind: str) -> None:
         self.frames_in_by_type.get(kind, self.frames_in_other).inc()
