@@ -21,7 +21,8 @@ async def test_registered_workers_start_and_stop_with_the_node(tmp_path: Path) -
     node = build_node(settings, workers=[worker])
     await node.start()
     try:
-        assert [t.get_name() for t in changelog_tasks()] == ["changelog:search"]
+        names = sorted(t.get_name() for t in changelog_tasks())
+        assert names == ["changelog:push", "changelog:search"]
         sent = await send(node.store, 12)
         await until(lambda: worker.message_ids() >= {m.message_id for m in sent}, "the worker")
     finally:
@@ -37,10 +38,10 @@ async def test_registered_workers_start_and_stop_with_the_node(tmp_path: Path) -
         await store.close()
 
 
-async def test_without_workers_nothing_runs(tmp_path: Path) -> None:
+async def test_without_workers_only_the_built_in_features_run(tmp_path: Path) -> None:
     node = build_node(make_settings(tmp_path))
     await node.start()
     try:
-        assert changelog_tasks() == []
+        assert [t.get_name() for t in changelog_tasks()] == ["changelog:push"]
     finally:
         await node.stop()

@@ -19,7 +19,7 @@ async def test_health_ready_and_metrics(tidings_server: RunningServer) -> None:
         assert await http.call("GET", "/healthz") == (200, {"status": "ok", "checks": {}})
         status, body = await http.call("GET", "/readyz")
         assert status == 200
-        assert body["checks"] == {"store": "ok", "bus": "ok", "presence": "ok"}
+        assert body["checks"] == {"store": "ok", "bus": "ok", "presence": "ok", "push": "ok"}
 
         a_acc, b_acc = await http.account(), await http.account()
         cid = await http.conversation(a_acc, "direct", [b_acc])

@@ -52,7 +52,7 @@ async def test_memory_presence_on_a_redis_bus_is_reported_and_logged(
     status, body = await Http(session, server.http_url).call("GET", "/readyz")
     assert status == 200, body  # chat works: a balancer must not pull the node
     assert body["status"] == "ok", body
-    assert set(body["checks"]) == {"store", "bus", "presence"}, body
+    assert set(body["checks"]) == {"store", "bus", "presence", "push"}, body
     assert body["checks"]["store"] == "ok", body
     assert body["checks"]["bus"] == "ok", body
     assert body["checks"]["presence"].startswith("local only: "), body
@@ -73,7 +73,7 @@ async def test_unset_presence_on_a_redis_bus_shares_it_and_says_ok(
     status, body = await http.call("GET", "/readyz")
     assert (status, body) == (
         200,
-        {"status": "ok", "checks": {"store": "ok", "bus": "ok", "presence": "ok"}},
+        {"status": "ok", "checks": {"store": "ok", "bus": "ok", "presence": "ok", "push": "ok"}},
     )
 
     # A connection's session lands in the bus's Redis, under the bus prefix.

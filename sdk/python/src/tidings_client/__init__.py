@@ -94,6 +94,12 @@ from tidings_client.protocol import (
     SyncResult,
     UnknownFrame,
 )
+from tidings_client.push import (
+    Notification,
+    PushSubscribed,
+    PushSubscription,
+    verify_webhook,
+)
 from tidings_client.resilience import (
     Command,
     Connect,
@@ -157,11 +163,14 @@ __all__ = [
     "MessageSent",
     "MessageStore",
     "Notice",
+    "Notification",
     "Outbox",
     "OutboxEntry",
     "OutboxStatus",
     "Presence",
     "ProtocolViolation",
+    "PushSubscribed",
+    "PushSubscription",
     "ReactionContent",
     "ReactionCount",
     "Receipt",
@@ -201,4 +210,5 @@ __all__ = [
     "parse_content",
     "reaction_content",
     "text_content",
+    "verify_webhook",
 ]

@@ -31,6 +31,13 @@ from tidings_client.errors import (
     TidingsClientError,
 )
 from tidings_client.frames import Ack, Content, ConversationState, Message
+from tidings_client.push import (
+    PushSettings,
+    PushSubscribed,
+    PushSubscription,
+    PushSubscriptions,
+    VapidKey,
+)
 from tidings_client.view import ViewEntry
 
 # One HTTP call: a store round trip or two; past this the server is in trouble.
@@ -416,6 +423,38 @@ class TidingsHTTP:
             self._session = aiohttp.ClientSession()
         return self._session
 
+    # -- push notifications ---------------------------------------------------------
+
+    async def vapid_public_key(self) -> str:
+        """The ``applicationServerKey`` a browser subscribes to Web Push with."""
+        return (await self._call("GET", "/v1/push/vapid", VapidKey)).public_key
+
+    async def subscribe_webpush(self, subscription: Mapping[str, object]) -> PushSubscribed:
+        """Subscribe this device with a browser's ``PushSubscription.toJSON()``
+        (``endpoint`` and ``keys``)."""
+        body = {"kind": "webpush", **subscription}
+        return await self._call("POST", "/v1/push/subscriptions", PushSubscribed, body)
+
+    async def subscribe_webhook(self, url: str) -> PushSubscribed:
+        """Subscribe this device with a webhook; keep the answer's ``secret`` to
+        check signatures (:func:`tidings_client.push.verify_webhook`)."""
+        body = {"kind": "webhook", "url": url}
+        return await self._call("POST", "/v1/push/subscriptions", PushSubscribed, body)
+
+    async def push_subscriptions(self) -> list[PushSubscription]:
+        """The user's subscriptions, on all their devices."""
+        answer = await self._call("GET", "/v1/push/subscriptions", PushSubscriptions)
+        return answer.subscriptions
+
+    async def unsubscribe_push(self, subscription_id: str) -> None:
+        path = f"/v1/push/subscriptions/{_seg(subscription_id)}"
+        await self._call("DELETE", path, type(None))
+
+    async def set_push_previews(self, previews: bool) -> bool:
+        """Whether this user's notifications show a preview of the message."""
+        body = {"previews": previews}
+        return (await self._call("PUT", "/v1/push/settings", PushSettings, body)).previews
+
     async def _call(
         self,
         method: str,
@@ -447,6 +486,8 @@ class TidingsHTTP:
             raise RequestTimeoutError(f"{method} {path}: no answer in time") from None
         except aiohttp.ClientError as exc:
             raise ConnectionClosedError(f"{method} {path}: {exc}") from exc
+        if not raw and answer is type(None):
+            return None  # a 204: T is None
         try:
             return msgspec.json.decode(raw, type=answer)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
