@@ -12,12 +12,12 @@ connected members are subscribed. The store is the one thing both share.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 
 from tidings.core.errors import TidingsError
 from tidings.core.ids import now_ms
+from tidings.core.loop import stop_task
 from tidings.core.ports.bus import Bus, GapHandler, Handler
 from tidings.core.ports.store.announcements import AnnouncementStore
 
@@ -106,7 +106,4 @@ class AnnouncementRelay:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)

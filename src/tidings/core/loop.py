@@ -1,4 +1,4 @@
-"""The event loop an object serves, looked up once.
+"""The event loop an object serves, looked up once; stopping a background task.
 
 ``asyncio.get_running_loop()`` makes a ``getpid()`` system call on every call
 in CPython 3.11 (to notice a fork). Called per frame on the gateway's paths,
@@ -11,6 +11,8 @@ of its own, so objects that live on one loop ask once and keep it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 
 class LoopRef:
@@ -26,3 +28,13 @@ class LoopRef:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         return loop
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (None: none was started) and wait until it has
+    ended, so that nothing it does outlives the object that stops it."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

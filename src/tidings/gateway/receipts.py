@@ -12,11 +12,11 @@ cursor updates themselves) however many members read it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from tidings.core.frames import ReceiptSummary, encode
+from tidings.core.loop import stop_task
 from tidings.core.service import ChatService
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.wsframe import text_frame
@@ -59,11 +59,8 @@ class ReceiptAggregator:
         self._task = asyncio.create_task(self._run(), name="receipt-aggregator")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

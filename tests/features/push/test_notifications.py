@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -36,8 +39,28 @@ SEALED = Feature("sealed", content_kinds=[ContentKind("sealed", ContentHead, _no
 """A kind whose content the server cannot read (as an e2e envelope): no preview."""
 
 
-async def _server(server_factory: ServerFactory, **features: Feature) -> RunningServer:
-    return await server_factory(features=list(features.values()), changelog_poll_ms=50)
+@dataclass
+class Chat:
+    """A server, Alice and Bob, and a conversation between them."""
+
+    server: RunningServer
+    session: aiohttp.ClientSession
+    http: Http
+    alice: Account
+    bob: Account
+    cid: str
+
+
+@contextlib.asynccontextmanager
+async def _chat(
+    server_factory: ServerFactory, kind: str = "direct", *features: Feature
+) -> AsyncIterator[Chat]:
+    server = await server_factory(features=list(features), changelog_poll_ms=50)
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, server.http_url)
+        alice, bob = await http.account(), await http.account()
+        cid = await http.conversation(alice, kind, [bob])
+        yield Chat(server, session, http, alice, bob, cid)
 
 
 async def _send(http: Http, who: Account, cid: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -72,11 +95,8 @@ async def _metric(http: Http, name: str) -> float:
 async def test_an_offline_device_is_told_once_per_conversation_collapsed_and_signed(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob = await http.account(), await http.account()
-        direct = await http.conversation(alice, "direct", [bob])
+    async with _chat(server_factory) as chat:
+        http, alice, bob, direct = chat.http, chat.alice, chat.bob, chat.cid
         group = await http.conversation(alice, "group", [bob])
         created = await _subscribe(http, bob, {"kind": "webhook", "url": endpoint.url("/bob")})
         assert endpoint.received == []  # subscribing sends nothing
@@ -109,13 +129,10 @@ async def test_an_offline_device_is_told_once_per_conversation_collapsed_and_sig
 async def test_an_online_device_that_acknowledges_is_not_told(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob = await http.account(), await http.account()
-        cid = await http.conversation(alice, "direct", [bob])
+    async with _chat(server_factory) as chat:
+        http, alice, bob, cid = chat.http, chat.alice, chat.bob, chat.cid
         await _subscribe(http, bob, {"kind": "webhook", "url": endpoint.url("/bob")})
-        ws, _ = await Raw.connect(session, server.ws_url, bob.token)
+        ws, _ = await Raw.connect(chat.session, chat.server.ws_url, bob.token)
         await _send(http, alice, cid, {"text": "are you there?"})
         frame = await ws.recv_type("msg")
         await ws.send({"type": "delivered", "conversation_id": cid, "seq": frame["seq"]})
@@ -133,11 +150,8 @@ async def test_an_online_device_that_acknowledges_is_not_told(
 async def test_a_muted_conversation_notifies_only_on_a_mention(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob = await http.account(), await http.account()
-        cid = await http.conversation(alice, "group", [bob])
+    async with _chat(server_factory, "group") as chat:
+        http, alice, bob, cid = chat.http, chat.alice, chat.bob, chat.cid
         status, body = await http.call(
             "PUT", f"/v1/conversations/{cid}/state", bob.token, {"muted_until": -1}
         )
@@ -162,11 +176,9 @@ async def test_a_muted_conversation_notifies_only_on_a_mention(
 async def test_no_preview_when_the_user_turned_them_off_or_the_server_cannot_read_it(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory, sealed=SEALED)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob, carol = await http.account(), await http.account(), await http.account()
-        with_bob = await http.conversation(alice, "direct", [bob])
+    async with _chat(server_factory, "direct", SEALED) as chat:
+        http, alice, bob, with_bob = chat.http, chat.alice, chat.bob, chat.cid
+        carol = await http.account()
         with_carol = await http.conversation(alice, "direct", [carol])
         await _subscribe(http, bob, {"kind": "webhook", "url": endpoint.url("/bob")})
         await _subscribe(http, carol, {"kind": "webhook", "url": endpoint.url("/carol")})
@@ -186,12 +198,9 @@ async def test_no_preview_when_the_user_turned_them_off_or_the_server_cannot_rea
 async def test_web_push_is_encrypted_to_the_subscription_and_signed_with_vapid(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
     browser = Browser()
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob = await http.account(), await http.account()
-        cid = await http.conversation(alice, "direct", [bob])
+    async with _chat(server_factory) as chat:
+        http, alice, bob, cid = chat.http, chat.alice, chat.bob, chat.cid
         status, vapid = await http.call("GET", "/v1/push/vapid", bob.token)
         assert status == 200
         created = await _subscribe(http, bob, browser.subscription(endpoint.url("/wp/bob")))
@@ -227,12 +236,9 @@ async def test_web_push_is_encrypted_to_the_subscription_and_signed_with_vapid(
 async def test_an_endpoint_that_answers_410_loses_its_subscription(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
     endpoint.answers["/gone"] = Answer(410)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob = await http.account(), await http.account()
-        cid = await http.conversation(alice, "direct", [bob])
+    async with _chat(server_factory) as chat:
+        http, alice, bob, cid = chat.http, chat.alice, chat.bob, chat.cid
         await _subscribe(http, bob, Browser().subscription(endpoint.url("/gone")))
         keep = await _subscribe(http, bob, {"kind": "webhook", "url": endpoint.url("/kept")})
         await _send(http, alice, cid, {"text": "anyone?"})
@@ -253,13 +259,11 @@ async def test_an_endpoint_that_answers_410_loses_its_subscription(
 async def test_a_hanging_webhook_does_not_delay_another_users_notification(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
     endpoint.answers["/hangs"] = Answer(delay_s=30)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        alice, bob, carol = await http.account(), await http.account(), await http.account()
+    async with _chat(server_factory) as chat:
+        http, alice, bob, to_bob = chat.http, chat.alice, chat.bob, chat.cid
+        carol = await http.account()
         to_carol = await http.conversation(alice, "direct", [carol])
-        to_bob = await http.conversation(alice, "direct", [bob])
         await _subscribe(http, carol, {"kind": "webhook", "url": endpoint.url("/hangs")})
         await _subscribe(http, bob, {"kind": "webhook", "url": endpoint.url("/bob")})
         await _send(http, alice, to_carol, {"text": "for carol"})
@@ -273,10 +277,8 @@ async def test_a_hanging_webhook_does_not_delay_another_users_notification(
 async def test_bad_subscriptions_are_refused_and_nothing_is_stored(
     server_factory: ServerFactory, endpoint: Endpoint
 ) -> None:
-    server = await _server(server_factory)
-    async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        bob = await http.account()
+    async with _chat(server_factory) as chat:
+        http, bob = chat.http, chat.bob
         good_keys = Browser().subscription("https://push.example/x")["keys"]
         cases: list[tuple[dict[str, Any], str]] = [
             ({"kind": "webhook", "url": "http://10.0.0.1/hook"}, "10.0.0.1"),

@@ -10,7 +10,6 @@ one node of a cluster sweeps at a time, and another takes over when it dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ from typing import Protocol
 
 from tidings.core.errors import TidingsError
 from tidings.core.ids import now_ms
+from tidings.core.loop import stop_task
 from tidings.core.ports.store.consumers import ConsumerStore
 from tidings.core.ports.store.retention import RetentionStore
 from tidings.observability.metrics import Metrics
@@ -77,7 +77,5 @@ class RetentionPurge:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task)
         await self._store.release_consumer_lease(LEASE_NAME, self._holder)

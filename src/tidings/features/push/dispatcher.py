@@ -30,6 +30,7 @@ import msgspec
 from tidings.core.content_kinds import ContentKinds
 from tidings.core.errors import TidingsError
 from tidings.core.ids import now_ms
+from tidings.core.loop import stop_task
 from tidings.core.ports.store.messages import MessageLog
 from tidings.features.push.delivery import Outcome, Poster, Result
 from tidings.features.push.metrics import PushMetrics
@@ -91,10 +92,7 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)

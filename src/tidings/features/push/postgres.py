@@ -6,7 +6,8 @@ never claim the same notification."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+import msgspec
 
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ports.store.engine import PostgresAccess
@@ -34,11 +35,6 @@ RETRY = sql.RETRY.format(
     seq="$7::bigint",
 )
 SUBSCRIBED = sql.SUBSCRIBED.format(ids="SELECT unnest($1::text[])")
-_COLUMNS = "subscription_id, user_id, device_id, kind, url, p256dh, auth, secret, created_at"
-
-
-def _subscription(row: Sequence[Any]) -> Subscription:
-    return Subscription(*row)
 
 
 class PostgresPushStore:
@@ -63,29 +59,21 @@ class PostgresPushStore:
                     ErrorCode.CONFLICT, f"a device has at most {limit} push subscriptions"
                 )
             await conn.execute(
-                f"INSERT INTO push_subscriptions ({_COLUMNS})"
+                f"INSERT INTO push_subscriptions ({sql.COLUMNS})"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                s.subscription_id,
-                s.user_id,
-                s.device_id,
-                s.kind,
-                s.url,
-                s.p256dh,
-                s.auth,
-                s.secret,
-                s.created_at,
+                *msgspec.structs.astuple(s),
             )
         return s
 
     async def subscriptions(self, user_id: str, device_id: str | None) -> list[Subscription]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = $1"
+                f"SELECT {sql.COLUMNS} FROM push_subscriptions WHERE user_id = $1"
                 " AND ($2::text IS NULL OR device_id = $2) ORDER BY created_at, subscription_id",
                 user_id,
                 device_id,
             )
-        return [_subscription(row) for row in rows]
+        return [sql.subscription(row) for row in rows]
 
     async def remove_subscription(self, subscription_id: str, user_id: str | None) -> bool:
         async with self._db.connection() as conn:
@@ -154,7 +142,7 @@ class PostgresPushStore:
                 dropped += 1
                 continue
             sub_id, cid, seq, count, mention, since, attempts, *rest = row
-            subscription = _subscription((sub_id, *rest[:-1]))
+            subscription = sql.subscription((sub_id, *rest[:-1]))
             send.append(Claimed(subscription, cid, seq, count, mention, since, attempts))
         return Claims(send, dropped)
 

@@ -9,6 +9,19 @@ a new notification: count 1, due ``delay`` after it, attempts 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from tidings.features.push.port import Subscription
+
+COLUMNS = "subscription_id, user_id, device_id, kind, url, p256dh, auth, secret, created_at"
+"""``push_subscriptions``' columns in the order of :class:`Subscription`'s fields."""
+
+
+def subscription(row: Sequence[Any]) -> Subscription:
+    return Subscription(*row)
+
+
 NOTE = """
 INSERT INTO push_state (subscription_id, conversation_id, pending_seq, pending_count,
                         pending_mention, pending_since, due_at)

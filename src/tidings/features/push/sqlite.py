@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+
+import msgspec
 
 from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ports.store.engine import SqliteAccess
@@ -20,11 +21,6 @@ NOTE = sql.NOTE.format(**_P, mention=_MENTION)
 DUE = sql.DUE.format(**_P)
 CLAIM = sql.CLAIM.format(**_P, false="0")
 RETRY = sql.RETRY.format(**_P, mention=":mention")
-_COLUMNS = "subscription_id, user_id, device_id, kind, url, p256dh, auth, secret, created_at"
-
-
-def _subscription(row: Sequence[Any]) -> Subscription:
-    return Subscription(*row)
 
 
 class SqlitePushStore:
@@ -47,18 +43,9 @@ class SqlitePushStore:
                     ErrorCode.CONFLICT, f"a device has at most {limit} push subscriptions"
                 )
             conn.execute(
-                f"INSERT INTO push_subscriptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    s.subscription_id,
-                    s.user_id,
-                    s.device_id,
-                    s.kind,
-                    s.url,
-                    s.p256dh,
-                    s.auth,
-                    s.secret,
-                    s.created_at,
-                ),
+                f"INSERT INTO push_subscriptions ({sql.COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                msgspec.structs.astuple(s),
             )
             return s
 
@@ -67,11 +54,11 @@ class SqlitePushStore:
     async def subscriptions(self, user_id: str, device_id: str | None) -> list[Subscription]:
         def op(conn: sqlite3.Connection) -> list[Subscription]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = ?"
+                f"SELECT {sql.COLUMNS} FROM push_subscriptions WHERE user_id = ?"
                 " AND (? IS NULL OR device_id = ?) ORDER BY created_at, subscription_id",
                 (user_id, device_id, device_id),
             )
-            return [_subscription(row) for row in rows]
+            return [sql.subscription(row) for row in rows]
 
         return await self._db.read(op)
 
@@ -151,7 +138,7 @@ class SqlitePushStore:
                 if rest[-1]:
                     dropped += 1
                     continue
-                subscription = _subscription((sub_id, *rest[:-1]))
+                subscription = sql.subscription((sub_id, *rest[:-1]))
                 send.append(Claimed(subscription, cid, seq, count, bool(mention), since, attempts))
             return Claims(send, dropped)
 
