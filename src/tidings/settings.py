@@ -160,6 +160,9 @@ class Settings:
     """Conversations whose member lists a node keeps in memory for fan-out."""
     changelog_batch_size: int = 100
     """Most changes (stored messages) handed to a change-log worker at once."""
+    changelog_catchup_batch_size: int = 1000
+    """Most changes handed at once to a change-log worker that is behind (its previous
+    batch was full): fewer, larger reads while it catches up under heavy traffic."""
     changelog_poll_ms: int = 1000
     """How long a change-log worker that has caught up waits before reading again (how
     late an idle worker sees a new message, at most)."""

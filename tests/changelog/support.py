@@ -12,7 +12,9 @@ from tidings.core.models import Change, ChangeBatch, ConversationKind, Message
 from tidings.core.ports.store.composite import Store
 
 NOW = 1_700_000_000_000
-FAST = RunnerOptions(batch_size=7, poll_s=0.02, lease_ms=60_000, retry_max_s=0.1)
+FAST = RunnerOptions(
+    batch_size=7, catchup_batch_size=7, poll_s=0.02, lease_ms=60_000, retry_max_s=0.1
+)
 """Runner options that keep the tests short: the backoff still doubles, up to 0.1 s."""
 
 
@@ -32,11 +34,13 @@ class Recorder:
     ) -> None:
         self.name = name
         self.changes: list[Change] = []
+        self.batch_sizes: list[int] = []
         self.first_handled_at: float | None = None
         self._interrupt = interrupt
         self._busy = busy if busy is not None else [0, 0]  # [now, most]
 
     async def handle(self, batch: ChangeBatch) -> None:
+        self.batch_sizes.append(len(batch.changes))
         self._busy[0] += 1
         self._busy[1] = max(self._busy)
         try:

@@ -119,3 +119,24 @@ async def test_one_runner_per_name_and_takeover_after_the_lease_expires(store: S
     finally:
         await node_b.stop()
         await node_a.stop()
+
+
+async def test_a_worker_that_is_behind_reads_larger_batches_until_it_catches_up(
+    store: Store,
+) -> None:
+    await send(store, 40)
+    worker = Recorder()
+    options = dataclasses.replace(FAST, catchup_batch_size=20)
+    node = ChangeWorkers(store, Metrics(), options, holder="catching-up")
+    node.register(worker)
+    node.start()
+    try:
+        await until(lambda: len(worker.changes) == 40, "every message")
+        await send(store, 3)
+        await until(lambda: len(worker.changes) == 43, "the next messages")
+    finally:
+        await node.stop()
+    # Full batches (7, then 20) are followed by catch-up reads; a short one
+    # (13) returns the runner to the normal size for what comes next.
+    assert worker.batch_sizes[:3] == [7, 20, 13]
+    assert all(size <= 7 for size in worker.batch_sizes[3:])

@@ -39,6 +39,11 @@ class RunnerOptions:
 
     batch_size: int = 100
     """Most changes handed to a worker at once."""
+    catchup_batch_size: int = 1000
+    """Most changes handed at once to a worker that is behind (its previous
+    batch was full). Each read costs PostgreSQL a low-water-mark computation
+    that holds new appends for its duration, so a worker keeping up with heavy
+    traffic reads seldom and much rather than often and little."""
     poll_s: float = 1.0
     """How long a caught-up runner waits before reading again."""
     lease_ms: int = 15_000
@@ -51,6 +56,7 @@ class RunnerOptions:
     def from_settings(cls, settings: Settings) -> RunnerOptions:
         return cls(
             settings.changelog_batch_size,
+            max(settings.changelog_batch_size, settings.changelog_catchup_batch_size),
             settings.changelog_poll_ms / 1000,
             settings.changelog_lease_ms,
             settings.changelog_retry_max_ms / 1000,
@@ -138,8 +144,11 @@ class ChangeRunner:
         """Handle batches from the saved position while the lease is ours;
         return when another holder has taken it over."""
         position = await self._store.consumer_position(self._name)
+        limit = self._options.batch_size
         while True:
-            batch = await self._store.changes_after(position, self._options.batch_size)
+            batch = await self._store.changes_after(position, limit)
+            full = len(batch.changes) >= limit
+            limit = self._options.catchup_batch_size if full else self._options.batch_size
             self._waiting(batch)
             if batch.changes:
                 await self._worker.handle(batch)

@@ -107,6 +107,8 @@ class Dispatcher:
                 wait_s = await self.dispatch_due()
             except TidingsError as exc:
                 log.warning("push dispatch failed; retrying: %s", exc)
+            except Exception:
+                log.exception("push dispatch failed; retrying at the next poll")
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), min(wait_s, poll_s))
@@ -139,6 +141,9 @@ class Dispatcher:
             await self._settle(claimed, outcome)
         except TidingsError as exc:
             log.warning("push to %s failed: %s", claimed.subscription.subscription_id, exc)
+            self._metrics.failed.labels("error").inc()
+        except Exception:
+            log.exception("push to %s failed", claimed.subscription.subscription_id)
             self._metrics.failed.labels("error").inc()
 
     async def _notification(self, claimed: Claimed) -> Notification:
