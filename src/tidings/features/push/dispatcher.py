@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
@@ -81,6 +82,12 @@ class Dispatcher:
         self._settings = settings
         self._metrics = metrics
         self._wakeup = asyncio.Event()
+        # Encrypting a Web Push payload costs a key agreement per notification
+        # (docs/benchmarks.md, "Figures behind design choices"); on the event
+        # loop a burst to a large group would hold every connection's messages
+        # back. cryptography releases the GIL while it works, so one thread
+        # takes the work off the loop.
+        self._crypto = ThreadPoolExecutor(1, thread_name_prefix="tidings-push-crypto")
         self._sending: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -98,6 +105,7 @@ class Dispatcher:
         await asyncio.gather(*self._sending, return_exceptions=True)
         for poster in self._posters.values():
             await poster.close()
+        self._crypto.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         poll_s = self._settings.poll_ms / 1000
@@ -178,7 +186,9 @@ class Dispatcher:
             "Urgency": "high" if claimed.mention else "normal",
             "Topic": topic(claimed.conversation_id),
         }
-        return await self._posters["webpush"].post(sub.url, encrypt(sub, body), headers)
+        loop = asyncio.get_running_loop()
+        sealed = await loop.run_in_executor(self._crypto, encrypt, sub, body)
+        return await self._posters["webpush"].post(sub.url, sealed, headers)
 
     async def _settle(self, claimed: Claimed, outcome: Outcome) -> None:
         sub = claimed.subscription

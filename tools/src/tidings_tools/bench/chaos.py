@@ -69,6 +69,7 @@ from tidings_client import (
 )
 from tidings_tools.bench.help import HelpFormatter
 from tidings_tools.bench.provision import Account, Provisioner
+from tidings_tools.bench.rows import failed_row
 from tidings_tools.bench.servers import Server, cpu_seconds, start_tidings, wait_ready
 from tidings_tools.faults.proxy import FaultPlan, FaultProxy
 
@@ -102,7 +103,6 @@ POLL_S = 0.05
 HISTORY_PAGE = 200
 # Pages read per conversation at most (200,000 messages).
 HISTORY_MAX_PAGES = 1000
-FAILURE_CHARS = 500
 
 
 @dataclass
@@ -277,7 +277,7 @@ def run_chaos(args: argparse.Namespace) -> int:
         try:
             row = asyncio.run(measure(target, options))
         except Exception as exc:
-            row = failed_row(exc)
+            row = failed_row(SCENARIO, TARGET, 1, exc)
     finally:
         if server is not None:
             server.stop()
@@ -295,18 +295,6 @@ def guarantees_held(row: dict[str, Any]) -> bool:
         and row.get("duplicates") == 0
         and row.get("diverged") == 0
     )
-
-
-def failed_row(exc: BaseException) -> dict[str, Any]:
-    lines = str(exc).strip().splitlines()
-    return {
-        "scenario": SCENARIO,
-        "target": TARGET,
-        "run": 1,
-        "failed": True,
-        "errors": {f"run:{type(exc).__name__}": 1},
-        "failure": (lines[-1] if lines else type(exc).__name__)[:FAILURE_CHARS],
-    }
 
 
 def summary(row: dict[str, Any]) -> str:

@@ -45,6 +45,8 @@ from tidings_tools.bench.cluster import (
     Cluster,
     start_cluster,
 )
+from tidings_tools.bench.push import register_push
+from tidings_tools.bench.rows import failed_row
 from tidings_tools.bench.runner import Target, run_connections, run_fanout, run_throughput
 from tidings_tools.bench.servers import Server, start_baseline, start_tidings, wait_ready
 from tidings_tools.bench.storm import add_parser as add_storm_parser
@@ -71,8 +73,6 @@ CONNECTIONS_USERS = 1000
 DEFAULT_PROCS = 2
 # Distinct error kinds listed per target in the summary.
 ERRORS_SHOWN = 5
-# Longest failure message kept in the row of a run that raised.
-FAILURE_CHARS = 500
 # Headline figure per scenario for the summary: (field, unit, lower is better).
 HEADLINES: dict[str, tuple[str, str, bool]] = {
     "fanout": ("last_p95_ms", "ms p95 send -> last member", True),
@@ -94,9 +94,10 @@ Scenarios:
                 per second that were acknowledged and delivered
   connections   many idle authenticated connections; measures server memory
                 (RSS) per connection and how fast connections open
-  restart-storm, chaos
-                a node restart under many clients, and clients through a
-                fault-injecting proxy (see their own --help)
+  restart-storm, chaos, push
+                a node restart under many clients, clients through a
+                fault-injecting proxy, and push notifications to a group that
+                is away (see their own --help)
 
 Output: one JSON object per line on stdout, one per target and run, then a
 short summary on stderr, so `> rows.jsonl` keeps only the JSON. Every row has
@@ -246,6 +247,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     add_storm_parser(scenarios)
     register_chaos(scenarios)
+    register_push(scenarios)
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -338,19 +340,6 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
     print(summary(args.scenario, rows), file=sys.stderr)
     return 1 if failed_runs else 0
-
-
-def failed_row(scenario: str, target: str, run: int, exc: BaseException) -> dict[str, Any]:
-    """The row of a run that raised: which error, and its message (last line, bounded)."""
-    lines = str(exc).strip().splitlines()
-    return {
-        "scenario": scenario,
-        "target": target,
-        "run": run,
-        "failed": True,
-        "errors": {f"run:{type(exc).__name__}": 1},
-        "failure": (lines[-1] if lines else type(exc).__name__)[:FAILURE_CHARS],
-    }
 
 
 def summary(scenario: str, rows: list[dict[str, Any]]) -> str:
