@@ -60,11 +60,19 @@ class Notifier:
         )
 
     async def handle(self, batch: ChangeBatch) -> None:
-        now = now_ms()
-        noted = [n for c in batch.changes if (n := self.noted(c.message, now)) is not None]
-        if not noted:
+        if not batch.changes:
             return
-        subscribed = await self._store.subscribed(sorted({n.conversation_id for n in noted}))
-        noted = [n for n in noted if n.conversation_id in subscribed]
+        now = now_ms()
+        # Only conversations where someone subscribed are worth parsing: in a
+        # deployment without push, a batch costs this one indexed read.
+        subscribed = await self._store.subscribed(
+            sorted({c.message.conversation_id for c in batch.changes})
+        )
+        noted = [
+            n
+            for c in batch.changes
+            if c.message.conversation_id in subscribed
+            and (n := self.noted(c.message, now)) is not None
+        ]
         if noted and await self._store.note_messages(noted, self._delay_ms, now):
             self._wake()
