@@ -211,8 +211,12 @@ async def test_previews_default_on_and_the_first_vapid_key_stays(
 ) -> None:
     store, push = stores
     alice = await make_user(store, "alice")
-    assert await push.previews(alice.user_id)
+    bob = await make_user(store, "bob")
+    users = [alice.user_id, bob.user_id]
+    assert await push.without_previews(users) == set()
     await push.set_previews(alice.user_id, False)
-    assert not await push.previews(alice.user_id)
+    await push.set_previews(bob.user_id, True)
+    assert await push.without_previews(users) == {alice.user_id}
+    assert await push.without_previews([]) == set()
     assert await push.vapid_key("first") == "first"
     assert await push.vapid_key("second") == "first"

@@ -32,6 +32,7 @@ from tidings.core.content_kinds import ContentKinds
 from tidings.core.errors import TidingsError
 from tidings.core.ids import now_ms
 from tidings.core.loop import stop_task
+from tidings.core.models import Message
 from tidings.core.ports.store.messages import MessageLog
 from tidings.features.push.delivery import Outcome, Poster, Result
 from tidings.features.push.metrics import PushMetrics
@@ -132,20 +133,21 @@ class Dispatcher:
             return self._settings.poll_ms / 1000 if due is None else (due - now) / 1000
         claims = await self._store.claim_due(now, free)
         self._metrics.skipped.inc(claims.dropped)
-        for claimed in claims.send:
-            task = asyncio.create_task(self._deliver(claimed))
+        try:
+            told = await self._notifications(claims.send)
+        except Exception:
+            for claimed in claims.send:  # nothing went out: put every claim back
+                await self._store.retry_later(claimed, now_ms() + self._settings.retry_base_ms)
+            raise
+        for claimed, notification in zip(claims.send, told, strict=True):
+            task = asyncio.create_task(self._deliver(claimed, notification))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         return 0.0 if len(claims.send) == free else self._settings.poll_ms / 1000
 
-    async def idle(self) -> None:
-        """Wait for the sends in flight (tests, and a clean stop)."""
-        while self._sending:
-            await asyncio.gather(*list(self._sending), return_exceptions=True)
-
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def _deliver(self, claimed: Claimed, notification: Notification) -> None:
         try:
-            outcome = await self._send(claimed)
+            outcome = await self._send(claimed, _encode(notification))
             await self._settle(claimed, outcome)
         except TidingsError as exc:
             log.warning("push to %s failed: %s", claimed.subscription.subscription_id, exc)
@@ -154,22 +156,37 @@ class Dispatcher:
             log.exception("push to %s failed", claimed.subscription.subscription_id)
             self._metrics.failed.labels("error").inc()
 
-    async def _notification(self, claimed: Claimed) -> Notification:
-        entries = await self._messages.history(
-            claimed.conversation_id, claimed.seq - 1, claimed.seq + 1, limit=1
-        )
-        sender_id = entries[0].sender_id if entries else ""
-        preview = None
-        if entries and await self._store.previews(claimed.subscription.user_id):
-            text = self._kinds.indexable_text(entries[0].content)
-            preview = text[: self._settings.preview_chars] or None
-        return Notification(
-            claimed.conversation_id, claimed.seq, sender_id, claimed.count, claimed.mention, preview
-        )
+    async def _notifications(self, claims: list[Claimed]) -> list[Notification]:
+        """What each claim tells. A message to a large group is claimed for many
+        subscriptions at once, so each message is read once, and whose users
+        turned previews off in one query, for the whole batch."""
+        entries: dict[tuple[str, int], Message | None] = {}
+        for cid, seq in {(c.conversation_id, c.seq) for c in claims}:
+            found = await self._messages.history(cid, seq - 1, seq + 1, limit=1)
+            entries[(cid, seq)] = found[0] if found else None
+        quiet = await self._store.without_previews({c.subscription.user_id for c in claims})
+        texts = {
+            key: None if m is None else self._kinds.indexable_text(m.content) or None
+            for key, m in entries.items()
+        }
+        told: list[Notification] = []
+        for c in claims:
+            entry = entries[(c.conversation_id, c.seq)]
+            text = None if c.subscription.user_id in quiet else texts[(c.conversation_id, c.seq)]
+            told.append(
+                Notification(
+                    c.conversation_id,
+                    c.seq,
+                    "" if entry is None else entry.sender_id,
+                    c.count,
+                    c.mention,
+                    None if text is None else text[: self._settings.preview_chars],
+                )
+            )
+        return told
 
-    async def _send(self, claimed: Claimed) -> Outcome:
+    async def _send(self, claimed: Claimed, body: bytes) -> Outcome:
         sub = claimed.subscription
-        body = _encode(await self._notification(claimed))
         delivery = f"{sub.subscription_id}:{claimed.conversation_id}:{claimed.seq}"
         if sub.kind == "webhook":
             headers = {

@@ -18,7 +18,7 @@ Contracts (``tests/features/push/test_store.py`` runs them on both engines):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -85,8 +85,8 @@ class PushStore(Protocol):
         """Drop it (only if it is ``user_id``'s, when given) and its state."""
         ...
 
-    async def previews(self, user_id: str) -> bool:
-        """Whether the user's notifications may carry a preview (default True)."""
+    async def without_previews(self, user_ids: Collection[str]) -> set[str]:
+        """Those of the users who turned previews off (the default is on)."""
         ...
 
     async def set_previews(self, user_id: str, previews: bool) -> None: ...

@@ -5,7 +5,7 @@ never claim the same notification."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -35,6 +35,7 @@ RETRY = sql.RETRY.format(
     seq="$7::bigint",
 )
 SUBSCRIBED = sql.SUBSCRIBED.format(ids="SELECT unnest($1::text[])")
+WITHOUT_PREVIEWS = sql.WITHOUT_PREVIEWS.format(ids="SELECT unnest($1::text[])")
 
 
 class PostgresPushStore:
@@ -85,12 +86,10 @@ class PostgresPushStore:
             )
         return bool(status != "DELETE 0")
 
-    async def previews(self, user_id: str) -> bool:
+    async def without_previews(self, user_ids: Collection[str]) -> set[str]:
         async with self._db.connection() as conn:
-            value = await conn.fetchval(
-                "SELECT previews FROM push_prefs WHERE user_id = $1", user_id
-            )
-        return True if value is None else bool(value)
+            rows = await conn.fetch(WITHOUT_PREVIEWS, sorted(user_ids))
+        return {row[0] for row in rows}
 
     async def set_previews(self, user_id: str, previews: bool) -> None:
         async with self._db.connection() as conn:

@@ -79,7 +79,7 @@ class PushService:
             raise TidingsError(ErrorCode.NOT_FOUND, "no such push subscription")
 
     async def previews(self, device: Device) -> bool:
-        return await self._store.previews(device.user_id)
+        return device.user_id not in await self._store.without_previews([device.user_id])
 
     async def set_previews(self, device: Device, previews: bool) -> bool:
         await self._store.set_previews(device.user_id, previews)

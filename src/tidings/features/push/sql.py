@@ -56,6 +56,8 @@ WHERE m.conversation_id IN ({ids})
   AND EXISTS (SELECT 1 FROM push_subscriptions s WHERE s.user_id = m.user_id)
 """
 
+WITHOUT_PREVIEWS = "SELECT user_id FROM push_prefs WHERE NOT previews AND user_id IN ({ids})"
+
 NEXT_DUE = "SELECT min(due_at) FROM push_state WHERE pending_seq > notified_seq"
 
 DUE = """

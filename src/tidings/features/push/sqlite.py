@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -73,14 +73,14 @@ class SqlitePushStore:
 
         return await self._db.write("push_unsubscribe", op)
 
-    async def previews(self, user_id: str) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT previews FROM push_prefs WHERE user_id = ?", (user_id,)
-            ).fetchone()
-            return True if row is None else bool(row[0])
+    async def without_previews(self, user_ids: Collection[str]) -> set[str]:
+        ids = sorted(user_ids)
+        query = sql.WITHOUT_PREVIEWS.format(ids=", ".join("?" * len(ids)))
 
-        return await self._db.read(op)
+        def op(conn: sqlite3.Connection) -> set[str]:
+            return {row[0] for row in conn.execute(query, ids)}
+
+        return await self._db.read(op) if ids else set()
 
     async def set_previews(self, user_id: str, previews: bool) -> None:
         def op(conn: sqlite3.Connection) -> None:

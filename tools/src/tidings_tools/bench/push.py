@@ -51,7 +51,8 @@ SCENARIO = "push"
 MEMBERS = 1000
 MESSAGES = 5
 INTERVAL_S = 2.0
-KINDS = ("webhook", "webpush")
+KINDS = ("webhook", "webpush", "none")
+"""``none``: no subscriptions, the control for the pair's ack latency."""
 # The dispatcher's default sends in flight per node (push setting concurrency).
 CONCURRENCY = 64
 PING_EVERY_S = 0.02
@@ -69,10 +70,10 @@ Push notifications to a large group that is away, measured.
 
 One member of a group of --members sends --messages messages, --interval
 seconds apart; every other member has a push subscription (--kind webhook or
-webpush) to a receiver in this process and no live session. Meanwhile a 1:1
-pair on the same node sends every 20 ms and times its acks. With --baseline,
-a bare aiohttp client posts as many requests of the same size to the same
-receiver with 64 in flight.
+webpush; none for a control run without) to a receiver in this process and no
+live session. Meanwhile a 1:1 pair on the same node sends every 20 ms and
+times its acks. With --baseline, a bare aiohttp client posts as many requests
+of the same size to the same receiver with 64 in flight.
 
 One JSON row per target on stdout, a summary on stderr: notifications_per_s
 (a message's notifications over the time from its ack to its last one, median
@@ -213,7 +214,8 @@ async def measure(
                 async with gate:
                     await _post(session, server.url + "/v1/push/subscriptions", account.token, body)
 
-            await asyncio.gather(*(subscribe(i, a) for i, a in enumerate(group[1:], 1)))
+            if kind != "none":
+                await asyncio.gather(*(subscribe(i, a) for i, a in enumerate(group[1:], 1)))
             setup_s = time.monotonic() - setup_started
             stop = asyncio.Event()
             ping = asyncio.create_task(_ping(server, pair[0], ping_cid, stop))
@@ -230,7 +232,7 @@ async def measure(
                 )
                 acked_at.append(time.time())
                 await asyncio.sleep(interval_s)
-            expected = (members - 1) * messages
+            expected = 0 if kind == "none" else (members - 1) * messages
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(receiver.all_in(expected), DRAIN_S)
             cpu_after = cpu_seconds(server.pid)
