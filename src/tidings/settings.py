@@ -160,9 +160,10 @@ class Settings:
     """Conversations whose member lists a node keeps in memory for fan-out."""
     changelog_batch_size: int = 100
     """Most changes (stored messages) handed to a change-log worker at once."""
-    changelog_poll_ms: int = 1000
+    changelog_poll_ms: int = 250
     """How long a change-log worker that has caught up waits before reading again (how
-    late an idle worker sees a new message, at most)."""
+    late an idle worker sees a new message, at most; search promises a message is
+    found within a second of its ack)."""
     changelog_lease_ms: int = 15_000
     """How long a node stays a change-log worker's one active consumer without renewing:
     after a node dies, another takes its workers over within this. Keep it above the time
