@@ -121,7 +121,8 @@ async def test_a_rebuild_from_the_store_gives_the_same_answers(world: World) -> 
     before = await world.found(b, "alpha")
     old = world.generation
     rebuilt = await world.keeper.rebuild()
-    assert old is not None and rebuilt.name != old.name
+    assert old is not None
+    assert rebuilt.name != old.name
     assert await world.index.live() == rebuilt
     assert before == await world.found(b, "alpha") == {(cid, kept), (cid, edited)}
     with pytest.raises(GenerationGone):

@@ -136,7 +136,6 @@ class World:
 async def open_world(backend: str, tmp_path: Path, url: str | None) -> AsyncIterator[World]:
     overrides = {} if url is None else {"store": url}
     settings = make_settings(tmp_path, **overrides)
-    tmp_path.mkdir(parents=True, exist_ok=True)
     store = open_store(settings, schema_of(BUILT_IN))
     await store.start()
     own = SearchSettings()
