@@ -28,7 +28,7 @@ async def world(
     if backend == "postgres":
         service: PostgresService = request.getfixturevalue("postgres_service")
         url = await service.create_database()
-    async for opened in open_world(backend, tmp_path, url):
+    async for opened in open_world(tmp_path, url):
         yield opened
     if backend == "postgres":
         await service.drop_pending()

@@ -10,7 +10,7 @@ import aiohttp
 
 from tests.conftest import RunningServer
 from tests.e2e.messaging_wire import sent
-from tests.features.search.wire import FOUND_WITHIN_S, hits, search, until
+from tests.features.search.wire import FOUND_WITHIN_S, hits, search, search_call, until
 from tests.wire import Http, Raw
 
 
@@ -39,3 +39,80 @@ async def test_a_member_finds_a_message_within_a_second_of_its_ack(
         assert body["degraded"] is False
         assert hits(await search(http, eve, "cafe")) == []
         await ws.close()
+
+
+async def test_edits_and_deletes_are_reflected(tidings_server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, tidings_server.http_url)
+        alice, bob = await http.account(), await http.account()
+        cid = await http.conversation(alice, "direct", [bob])
+        ws, _ = await Raw.connect(session, tidings_server.ws_url, alice.token)
+        seq = await sent(ws, cid, {"text": "lunch at <b>noon</b> & then?"})
+        body = await until(http, bob, "noon", lambda b: bool(b["results"]))
+        assert body["results"][0]["snippet"] == (
+            "lunch at &lt;b&gt;<mark>noon</mark>&lt;/b&gt; &amp; then?"
+        )
+        await sent(ws, cid, {"kind": "edit", "target": seq, "text": "lunch at one"})
+        body = await until(http, bob, "lunch", lambda b: "one" in str(b["results"]))
+        assert hits(body) == [(cid, seq)]
+        assert body["results"][0]["snippet"] == "<mark>lunch</mark> at one"
+        assert hits(await search(http, bob, "noon")) == []
+        await sent(ws, cid, {"kind": "delete", "target": seq})
+        await until(http, bob, "lunch", lambda b: not b["results"])
+        await ws.close()
+
+
+async def test_pages_follow_the_cursor_to_the_end(tidings_server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, tidings_server.http_url)
+        alice, bob = await http.account(), await http.account()
+        cid = await http.conversation(alice, "group", [bob])
+        ws, _ = await Raw.connect(session, tidings_server.ws_url, alice.token)
+        seqs = [await sent(ws, cid, {"text": f"standup notes {i}"}) for i in range(5)]
+        await until(http, bob, "standup", lambda b: len(b["results"]) == 5)
+        seen: list[int] = []
+        params: dict[str, object] = {"limit": 2}
+        for _ in range(5):
+            body = await search(http, bob, "standup", **params)
+            seen += [seq for _, seq in hits(body)]
+            if body["next_cursor"] is None:
+                break
+            params["cursor"] = body["next_cursor"]
+        assert sorted(seen) == seqs
+        assert len(seen) == len(set(seen))
+        await ws.close()
+
+
+async def test_bad_queries_are_400_and_a_stranger_s_conversation_403(
+    tidings_server: RunningServer,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, tidings_server.http_url)
+        alice, bob, eve = await http.account(), await http.account(), await http.account()
+        cid = await http.conversation(alice, "direct", [bob])
+        other = await search(http, alice, "hello")
+        bad = {
+            'q has an unclosed "': {"q": '"open phrase'},
+            "q needs at least one word": {"q": f"in:{cid}"},
+            "not a date": {"q": "hi before:yesterday"},
+            "after: 'soon' is not a date": {"q": "hi", "after": "soon"},
+            "limit": {"q": "hi", "limit": "0"},
+            "cursor is not a cursor": {"q": "hi", "cursor": "!!"},
+            "cursor belongs to another query": {
+                "q": "bye",
+                "cursor": "WyJpbmRleCIsMSwxLjAsImMiLDFd",
+            },
+            "the conversation is given twice": {"q": f"hi in:{cid}", "conversation_id": "c_x"},
+            "more than 16": {"q": " ".join(f"w{i}" for i in range(17))},
+            "length <= 500": {"q": "x" * 501},
+        }
+        for expected, params in bad.items():
+            q = str(params.pop("q"))
+            status, body = await search_call(http, alice, q, **params)
+            assert status == 400, (expected, body)
+            assert body["error"]["code"] == "bad_request"
+            assert expected.split(":")[0].lower() in body["error"]["message"].lower(), body
+        status, body = await search_call(http, eve, "hello", conversation_id=cid)
+        assert status == 403
+        assert body["error"]["code"] == "not_member"
+        assert await search(http, alice, "hello") == other

@@ -133,7 +133,7 @@ class World:
         return {(h.conversation_id, h.seq) for h in hits}
 
 
-async def open_world(backend: str, tmp_path: Path, url: str | None) -> AsyncIterator[World]:
+async def open_world(tmp_path: Path, url: str | None) -> AsyncIterator[World]:
     overrides = {} if url is None else {"store": url}
     settings = make_settings(tmp_path, **overrides)
     store = open_store(settings, schema_of(BUILT_IN))

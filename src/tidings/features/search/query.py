@@ -91,9 +91,8 @@ def parse(
     after: str | None = None,
     before: str | None = None,
 ) -> Query:
-    """The query ``q`` with the call's own filters; ``bad_request`` if malformed."""
-    if len(q) > MAX_QUERY_CHARS:
-        raise bad(f"q is longer than {MAX_QUERY_CHARS} characters")
+    """The query ``q`` (at most :data:`MAX_QUERY_CHARS`, which the route's
+    parameters enforce) with the call's own filters; ``bad_request`` if malformed."""
     if q.count('"') % 2:
         raise bad('q has an unclosed "')
     terms: list[str] = []
