@@ -7,11 +7,17 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import msgspec
+import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, ServerFactory
 from tests.e2e.messaging_wire import sent
 from tests.features.search.wire import FOUND_WITHIN_S, hits, search, search_call, until
 from tests.wire import Http, Raw
+from tidings.core.ids import now_ms
+from tidings.core.models import NewMessage
+
+DAY_MS = 86_400_000
 
 
 async def test_a_member_finds_a_message_within_a_second_of_its_ack(
@@ -116,3 +122,36 @@ async def test_bad_queries_are_400_and_a_stranger_s_conversation_403(
         assert status == 403
         assert body["error"]["code"] == "not_member"
         assert await search(http, alice, "hello") == other
+
+
+async def test_older_than_the_window_is_found_only_by_the_store_path(
+    server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``index_days`` the index keeps recent messages; a search whose
+    ``before`` is older than the window is answered by the store (``degraded``),
+    paged by its own cursor."""
+    monkeypatch.setenv("TIDINGS_SEARCH_INDEX_DAYS", "30")
+    server = await server_factory()
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, server.http_url)
+        alice, bob = await http.account(), await http.account()
+        cid = await http.conversation(alice, "group", [bob])
+        old_ts = now_ms() - 90 * DAY_MS
+        old = []
+        for i in range(3):
+            content = msgspec.json.encode({"text": f"archive entry {i}"})
+            new = NewMessage(cid, alice.user_id, alice.device_id, f"old{i}", content, old_ts + i)
+            old.append((await server.node.store.append(new)).message.seq)
+        ws, _ = await Raw.connect(session, server.ws_url, alice.token)
+        recent = await sent(ws, cid, {"text": "archive entry new"})
+        await ws.close()
+        body = await until(http, bob, "archive", lambda b: bool(b["results"]))
+        assert hits(body) == [(cid, recent)]
+        assert body["degraded"] is False
+        before = str(now_ms() - 60 * DAY_MS)
+        first = await search(http, bob, "archive", before=before, limit=2)
+        assert first["degraded"] is True
+        rest = await search(http, bob, "archive", before=before, cursor=first["next_cursor"])
+        assert [s for _, s in hits(first) + hits(rest)] == list(reversed(old))
+        assert rest["next_cursor"] is None
+        assert first["results"][0]["snippet"] == "<mark>archive</mark> entry 2"

@@ -82,12 +82,24 @@ class Keeper:
             log.warning("search index is damaged; rebuilding: %s", exc)
             live = None
         if live is None:
-            self._start_rebuild("no usable index")
+            await self._rebuild_at_start("no usable index", None)
         elif live.position < await self._store.consumer_position(WORKER_NAME):
-            self._start_rebuild("index behind the change log", live)
+            await self._rebuild_at_start("index behind the change log", live)
         else:
             self._seen = live.name
         self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _rebuild_at_start(self, reason: str, base: Generation | None) -> None:
+        """Rebuild now if what is missing fits in one page (a new or small
+        store: the node never answers degraded for it), else in the background."""
+        position = 0 if base is None else base.position
+        page = await self._store.changes_after(position, self._settings.rebuild_batch)
+        if len(page.changes) >= self._settings.rebuild_batch:
+            self._start_rebuild(reason, base)
+            return
+        self._metrics.search_rebuilds.inc()
+        log.info("rebuilding the search index: %s", reason)
+        await self.rebuild(base=base)
 
     async def stop(self) -> None:
         for task in (self._rebuilding, self._sweeper):

@@ -25,7 +25,7 @@ from tidings.features.search.text import fold
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
 """Words and phrases in one query at most: each is one more index lookup."""
-_TOKEN = re.compile(r'(-?)(?:(\w+):)?(?:"([^"]*)"|(\S+))')
+_TOKEN = re.compile(r'(-?)(?:(\w+):)?(?:"([^"]*)"|(\S*))')
 _FILTERS = ("from", "in", "before", "after")
 _WORDY = re.compile(r"[^\W_]")
 

@@ -56,7 +56,9 @@ def _stem(word: str) -> str:
     (the engines' own stemmers decide what matches)."""
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
+            stem = word[: -len(suffix)]
+            # running -> runn -> run, as runs -> run
+            return stem[:-1] if stem[-1] == stem[-2] and stem[-1] not in "aeiouls" else stem
     return word
 
 
