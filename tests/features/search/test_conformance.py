@@ -108,6 +108,9 @@ async def test_edits_replace_the_text_at_the_seq_and_deletes_remove_it(world: Wo
     await world.send(cid, b, {"kind": "delete", "target": seq})
     assert await world.found(b, "dusk") == set()
     assert await world.found(b, "meet") == set()
+    # A rebuild reads the scrubbed entries (the edit keeps its kind, not its text).
+    await world.keeper.rebuild()
+    assert await world.found(b, "meet") == set()
 
 
 async def test_a_rebuild_from_the_store_gives_the_same_answers(world: World) -> None:

@@ -2,9 +2,10 @@
 
 The keeper is the one place that decides whether search can answer from the
 index. At start it checks the live generation: missing, damaged (the
-engine's check), or behind the change log (its position below the
-indexer's saved one, say after an older copy of the files was restored);
-any of these starts a rebuild in the background, during which search
+engine's check), behind the change log (its position below the indexer's
+saved one, say after an older copy of the files was put back) or ahead of
+the store (the store was restored from a backup); any of these starts a
+rebuild in the background, during which search
 answers from the store's slower path and says ``degraded``. Damage found
 later (a query or a write failing as corrupt, or the periodic check) does
 the same.
@@ -85,6 +86,10 @@ class Keeper:
             await self._rebuild_at_start("no usable index", None)
         elif live.position < await self._store.consumer_position(WORKER_NAME):
             await self._rebuild_at_start("index behind the change log", live)
+        elif live.position > (await self._store.changes_after(0, 1)).head:
+            # The store went back in time (a restore): the index holds messages
+            # it no longer has.
+            await self._rebuild_at_start("index ahead of the store", None)
         else:
             self._seen = live.name
         self._sweeper = asyncio.create_task(self._sweep())

@@ -202,7 +202,16 @@ class SqliteSearchIndex:
         conn = self._writing.get(name)
         if conn is None:
             conn = self._writing[name] = self._connect(name)
+            # A removed entry's text is zeroed in the file, not left in a free page.
+            conn.execute("PRAGMA secure_delete = ON")
         return conn
+
+    @staticmethod
+    def _scrub(conn: sqlite3.Connection) -> None:
+        """Take removed entries out of the WAL too (as the store does after a
+        delete): copy it into the database file and truncate it. A reader in
+        the middle of a query can keep old frames until the next scrub."""
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def _reading_conn(self, name: str) -> sqlite3.Connection:
         """This reader thread's connection to generation ``name`` (one at a time)."""
@@ -282,10 +291,13 @@ class SqliteSearchIndex:
     async def apply(self, generation: Generation, ops: Sequence[Op], position: int) -> Generation:
         def apply() -> None:
             conn = self._writing_conn(generation.name)
-            with _as_index_errors(), conn:
-                for kind, run in itertools.groupby(ops, type):
-                    conn.executemany(_STATEMENTS[kind], map(_ROWS[kind], run))
-                conn.execute("UPDATE meta SET position = ?", (position,))
+            with _as_index_errors():
+                with conn:
+                    for kind, run in itertools.groupby(ops, type):
+                        conn.executemany(_STATEMENTS[kind], map(_ROWS[kind], run))
+                    conn.execute("UPDATE meta SET position = max(position, ?)", (position,))
+                if any(type(op) is Remove for op in ops):
+                    self._scrub(conn)
 
         await self._write(apply)
         return Generation(generation.name, position)
@@ -319,13 +331,17 @@ class SqliteSearchIndex:
     async def expire(self, generation: Generation, before_ts: int) -> int:
         def expire() -> int:
             conn = self._writing_conn(generation.name)
-            with _as_index_errors(), conn:
-                return conn.execute(
-                    "DELETE FROM entries WHERE id IN (SELECT e.id FROM entries e"
-                    " JOIN store.conversations c ON c.conversation_id = e.conversation_id"
-                    " WHERE e.seq <= c.purged_seq) OR ts < ?",
-                    (before_ts,),
-                ).rowcount
+            with _as_index_errors():
+                with conn:
+                    removed: int = conn.execute(
+                        "DELETE FROM entries WHERE id IN (SELECT e.id FROM store.conversations c"
+                        " JOIN entries e ON e.conversation_id = c.conversation_id"
+                        " AND e.seq <= c.purged_seq WHERE c.purged_seq > 0) OR ts < ?",
+                        (before_ts,),
+                    ).rowcount
+                if removed:
+                    self._scrub(conn)
+            return removed
 
         return await self._write(expire)
 

@@ -36,13 +36,15 @@ def ops_of(changes: Iterable[Change], kinds: ContentKinds, oldest_ts: int) -> li
         message = change.message
         try:
             head = read_head(message.content)
+            kind = kinds.sendable.get(head.kind)
+            if kind is not None and kind.redacts and head.target is not None:
+                ops.append(Remove(message.conversation_id, head.target))
+                continue
+            text = kinds.indexable_text(message.content)
         except msgspec.DecodeError:
-            continue  # not something a node stores; nothing to index
-        kind = kinds.sendable.get(head.kind)
-        if kind is not None and kind.redacts and head.target is not None:
-            ops.append(Remove(message.conversation_id, head.target))
+            # Not its kind's shape any more: an edit scrubbed by a later delete
+            # keeps its kind and target, not its text. Nothing to index.
             continue
-        text = kinds.indexable_text(message.content)
         if not text:
             continue
         if kind is not None and kind.targets and head.target is not None:
