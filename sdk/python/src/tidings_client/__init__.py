@@ -63,6 +63,8 @@ from tidings_client.http import (
     HiddenSet,
     LoginResult,
     Member,
+    SearchPage,
+    SearchResult,
     TidingsHTTP,
     User,
 )
@@ -173,6 +175,8 @@ __all__ = [
     "RequestFailed",
     "RequestSync",
     "RequestTimeoutError",
+    "SearchPage",
+    "SearchResult",
     "ResilienceConfig",
     "ResilientClient",
     "ResilientCore",
