@@ -363,7 +363,7 @@ async def _lag(
 
 
 def _tantivy(directory: Path) -> Any:
-    import tantivy  # type: ignore[import-not-found]
+    import tantivy
 
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("body", stored=False, tokenizer_name="en_stem")
