@@ -61,7 +61,7 @@ async def reindex(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings, schema_of(features))
     await store.start()
     try:
-        index = index_for(settings, own)
+        index = index_for(settings, own, store.engine_access())
         await index.start()
         try:
             keeper = Keeper(index, store, content_kinds_of(features), own, Metrics())

@@ -139,7 +139,7 @@ async def open_world(tmp_path: Path, url: str | None) -> AsyncIterator[World]:
     store = open_store(settings, schema_of(BUILT_IN))
     await store.start()
     own = SearchSettings()
-    index = index_for(settings, own)
+    index = index_for(settings, own, store.engine_access())
     await index.start()
     kinds = content_kinds_of(BUILT_IN)
     keeper = Keeper(index, store, kinds, own, Metrics())

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote
 
+from tidings.core.ports.store.engine import EngineHandle
 from tidings.features import Feature, FeatureContext, Plugin
 from tidings.features.search.keeper import Keeper
 from tidings.features.search.port import SearchIndex
@@ -28,22 +29,28 @@ from tidings.settings import Settings
 SQLITE_PREFIX = "sqlite://"
 
 
-def index_for(settings: Settings, own: SearchSettings) -> SearchIndex:
+def index_for(settings: Settings, own: SearchSettings, database: EngineHandle) -> SearchIndex:
     """The engine for the node's store: FTS5 files beside a SQLite store, or
-    tables of the PostgreSQL store's database."""
+    tables of the PostgreSQL store's database, reached through its pool.
+
+    The SQLite index does not write through ``database`` (the store's one
+    writer) on purpose: a rebuild of a million entries would hold the writer
+    that every send waits for (docs/architecture.md, "Search")."""
+    if database.engine == "postgres":
+        return PostgresSearchIndex(database)
     url = settings.store_url
     if url.startswith(SQLITE_PREFIX):
         # sqlite:///path and sqlite:////path (as settings build it) name one file.
         store_path = Path("/" + unquote(url[len(SQLITE_PREFIX) :].split("?", 1)[0]).lstrip("/"))
         directory = own.index_dir or str(store_path.parent / "search")
         return SqliteSearchIndex(str(store_path), directory)
-    return PostgresSearchIndex(url)
+    raise ValueError(f"search: no engine for the store {url!r}")
 
 
 def _plug(context: FeatureContext) -> Plugin:
     own: SearchSettings = context.own
     keeper = Keeper(
-        index_for(context.settings, own),
+        index_for(context.settings, own, context.database),
         context.store,
         context.service.content_kinds,
         own,

@@ -4,7 +4,8 @@ Entries are rows of ``search_entries`` (a ``tsvector`` of the folded text
 under a GIN index, and the original text for snippets) tagged with their
 generation; ``search_generations`` says which one is live. Every node's
 queries join ``members`` and ``conversations`` of the same database in the
-same statement, and see a promotion (one transaction) at once. Queries use
+same statement, and see a promotion (one transaction) at once. It uses the
+store's own pool (``FeatureContext.database``), not one of its own. Queries use
 ``websearch_to_tsquery`` over the folded terms; ranking is ``ts_rank_cd``
 with recency (``sql.RECENCY_MS``). The schema is the feature's migration
 ``postgres_001_search.sql``.
@@ -14,13 +15,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
-
-from tidings.core.errors import ErrorCode, TidingsError
+from tidings.core.ports.store.engine import PostgresAccess
 from tidings.features.search import sql
 from tidings.features.search.port import (
     Edit,
@@ -34,9 +33,6 @@ from tidings.features.search.port import (
 )
 from tidings.features.search.text import fold
 
-POOL_SIZE = 4
-STATEMENT_TIMEOUT_MS = 10_000
-"""A search or a batch of index writes that takes longer has gone wrong."""
 CONFIG = "tidings_search"
 
 DIALECT = sql.Dialect(
@@ -76,38 +72,21 @@ def websearch(terms: Sequence[str], excluded: Sequence[str]) -> str:
 
 
 class PostgresSearchIndex:
-    """The :class:`~tidings.features.search.port.SearchIndex` of a PostgreSQL store."""
+    """The :class:`~tidings.features.search.port.SearchIndex` of a PostgreSQL store,
+    on the store's own pool (``FeatureContext.database``): its size limits,
+    statement timeout and translation of driver errors to ``unavailable``."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._pool: asyncpg.Pool | None = None
+    def __init__(self, database: PostgresAccess) -> None:
+        self._database = database
 
     async def start(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._url,
-                min_size=1,
-                max_size=POOL_SIZE,
-                server_settings={
-                    "application_name": "tidings-search",
-                    "statement_timeout": str(STATEMENT_TIMEOUT_MS),
-                },
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise TidingsError(ErrorCode.UNAVAILABLE, f"search: {exc}") from exc
+        """Nothing to open: the pool is the store's."""
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        """Nothing to close: the pool is the store's."""
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        assert self._pool is not None, "start() first"
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise TidingsError(ErrorCode.UNAVAILABLE, f"search: {exc}") from exc
+    def _conn(self) -> AbstractAsyncContextManager[Any]:
+        return self._database.connection()
 
     async def live(self) -> Generation | None:
         async with self._conn() as conn:

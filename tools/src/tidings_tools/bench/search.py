@@ -258,7 +258,7 @@ async def measure_engine(
 ) -> dict[str, Any]:
     """The feature's own engine for the store (FTS5 or PostgreSQL)."""
     own = SearchSettings(index_dir=str(directory))
-    index = index_for(settings, own)
+    index = index_for(settings, own, store.engine_access())
     await index.start()
     metrics = Metrics()
     keeper = Keeper(index, store, content_kinds_of(BUILT_IN), own, metrics)
