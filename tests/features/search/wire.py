@@ -4,11 +4,16 @@ index to show what the store holds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.wire import Account, Http
+import aiohttp
+
+from tests.conftest import RunningServer
+from tests.wire import Account, Http, Raw
 
 FOUND_WITHIN_S = 1.0
 """How soon after its ack a message must be found (the issue's promise)."""
@@ -51,3 +56,28 @@ async def until(
         if loop.time() > deadline:
             raise AssertionError(f"search {q!r} never satisfied the check: {body}")
         await asyncio.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class Chat:
+    """Alice and Bob in a conversation (Alice connected), and Eve, outside it."""
+
+    http: Http
+    alice: Account
+    bob: Account
+    eve: Account
+    cid: str
+    ws: Raw
+
+
+@asynccontextmanager
+async def chat(server: RunningServer, kind: str = "direct") -> AsyncIterator[Chat]:
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, server.http_url)
+        alice, bob, eve = await http.account(), await http.account(), await http.account()
+        cid = await http.conversation(alice, kind, [bob])
+        ws, _ = await Raw.connect(session, server.ws_url, alice.token)
+        try:
+            yield Chat(http, alice, bob, eve, cid, ws)
+        finally:
+            await ws.close()

@@ -78,37 +78,19 @@ class World:
         return await self.send(cid, sender, {"text": text}, ts)
 
     async def add(self, cid: str, by: str, users: list[str]) -> None:
-        event = {"kind": "member_added", "user_ids": users, "by": by}
-        await self.store.change_members(
-            cid,
-            users,
-            [],
-            NewMessage(
-                cid,
-                by,
-                "d_test",
-                f"c{next(_ids)}",
-                msgspec.json.encode(event),
-                NOW,
-                kind="member_added",
-            ),
-        )
+        await self._change_members(cid, by, users, "member_added")
 
     async def remove(self, cid: str, by: str, users: list[str]) -> None:
-        event = {"kind": "member_removed", "user_ids": users, "by": by}
+        await self._change_members(cid, by, users, "member_removed")
+
+    async def _change_members(self, cid: str, by: str, users: list[str], kind: str) -> None:
+        event = msgspec.json.encode({"kind": kind, "user_ids": users, "by": by})
+        added = kind == "member_added"
         await self.store.change_members(
             cid,
-            [],
-            users,
-            NewMessage(
-                cid,
-                by,
-                "d_test",
-                f"c{next(_ids)}",
-                msgspec.json.encode(event),
-                NOW,
-                kind="member_removed",
-            ),
+            users if added else [],
+            [] if added else users,
+            NewMessage(cid, by, "d_test", f"c{next(_ids)}", event, NOW, kind=kind),
         )
 
     async def index_all(self) -> Generation:

@@ -230,6 +230,17 @@ async def _latencies(
     return _percentiles(samples)
 
 
+async def _query_figures(
+    queries: list[tuple[str, str]], run: Callable[[str, str], Awaitable[object]]
+) -> dict[str, float]:
+    """p50/p99 of the queries with one searcher (``c1_``), then with 50 at once."""
+    figures: dict[str, float] = {}
+    for concurrent in (1, CONCURRENT):
+        latencies = await _latencies(queries, run, concurrent)
+        figures.update({f"c{concurrent}_{k}": v for k, v in latencies.items()})
+    return figures
+
+
 def _size_mib(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
 
@@ -276,14 +287,7 @@ async def measure_engine(
         async def run(user: str, q: str) -> object:
             return await index.search(generation, Search(user, parse(q), PAGE))
 
-        queries = _queries(corpus, member_of, args.queries)
-        for concurrent in (1, CONCURRENT):
-            row.update(
-                {
-                    f"c{concurrent}_{k}": v
-                    for k, v in (await _latencies(queries, run, concurrent)).items()
-                }
-            )
+        row.update(await _query_figures(_queries(corpus, member_of, args.queries), run))
         row.update(await _lag(store, keeper, index, corpus, member_of, metrics, args))
     finally:
         await index.close()
@@ -432,14 +436,7 @@ async def measure_tantivy(
     async def run(user: str, q: str) -> object:
         return await asyncio.to_thread(query, user, q)
 
-    queries = _queries(corpus, member_of, args.queries)
-    for concurrent in (1, CONCURRENT):
-        row.update(
-            {
-                f"c{concurrent}_{k}": v
-                for k, v in (await _latencies(queries, run, concurrent)).items()
-            }
-        )
+    row.update(await _query_figures(_queries(corpus, member_of, args.queries), run))
     return row
 
 
