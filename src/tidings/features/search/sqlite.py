@@ -209,9 +209,10 @@ class SqliteSearchIndex:
     @staticmethod
     def _scrub(conn: sqlite3.Connection) -> None:
         """Take removed entries out of the WAL too (as the store does after a
-        delete): copy it into the database file and truncate it. A reader in
-        the middle of a query can keep old frames until the next scrub."""
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        delete): copy it into the database file and truncate it. ``main``
+        only: the store, attached read-only, is the store's to checkpoint. A
+        reader in the middle of a query can keep old frames until the next scrub."""
+        conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchone()
 
     def _reading_conn(self, name: str) -> sqlite3.Connection:
         """This reader thread's connection to generation ``name`` (one at a time)."""
