@@ -79,8 +79,8 @@ class Keeper:
             live = await self.index.live()
             if live is not None:
                 await self.index.check(live)
-        except IndexCorrupt as exc:
-            log.warning("search index is damaged; rebuilding: %s", exc)
+        except (IndexCorrupt, GenerationGone) as exc:
+            log.warning("search index is damaged or gone; rebuilding: %s", exc)
             live = None
         if live is None:
             await self._rebuild_at_start("no usable index", None)
