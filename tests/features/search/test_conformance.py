@@ -205,3 +205,24 @@ async def test_generations_start_empty_and_a_discarded_one_is_gone(world: World)
     built = await world.index_all()
     await world.index.check(built)
     assert await world.index.live() == built
+
+
+async def test_a_member_of_very_many_conversations_is_searched_without_narrowing(
+    world: World, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTS5 names the searcher's conversations in its MATCH up to a bound;
+    past it the query is not narrowed, and access is still the join's."""
+    if backend == "sqlite":
+        from tidings.features.search import sqlite
+
+        monkeypatch.setattr(sqlite, "MAX_SCOPED", 1)
+    a, b, c = await world.user(), await world.user(), await world.user()
+    one = await world.conversation(a, [b])
+    two = await world.conversation(a, [b])
+    away = await world.conversation(c, [])
+    seqs = {
+        (cid, await world.text(cid, a if cid != away else c, "scope test"))
+        for cid in (one, two, away)
+    }
+    assert await world.found(b, "scope") == seqs - {(away, 1)}
+    assert await world.found(b, "scope", conversation_id=two) == {(two, 1)}

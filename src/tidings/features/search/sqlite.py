@@ -46,11 +46,15 @@ from tidings.features.search.port import (
 from tidings.features.search.text import fold
 
 T = TypeVar("T")
-FORMAT = 1
+FORMAT = 2
 """The files' layout; a generation of another format is rebuilt."""
 LIVE = "LIVE"
-READERS = 2
-"""Threads answering queries (each with its own connections)."""
+READERS = 4
+"""Threads answering queries (each with its own connections; SQLite releases
+the GIL while it works, so more than the cores overlap waits for the disk)."""
+MAX_SCOPED = 1000
+"""Conversations a query names in its MATCH at most (see :func:`fts_match`);
+a member of more is searched without that narrowing (slower for common words)."""
 SCHEMA = f"""
 CREATE TABLE meta (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -66,28 +70,31 @@ CREATE TABLE entries (
     ts              INTEGER NOT NULL,
     text            TEXT    NOT NULL,
     body            TEXT    NOT NULL,
+    scope           TEXT    NOT NULL,
     UNIQUE (conversation_id, seq)
 );
 CREATE INDEX entries_by_ts ON entries (ts);
 CREATE VIRTUAL TABLE entries_fts USING fts5(
-    body, content = 'entries', content_rowid = 'id',
+    body, scope, content = 'entries', content_rowid = 'id',
     tokenize = 'porter unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER entries_added AFTER INSERT ON entries BEGIN
-    INSERT INTO entries_fts (rowid, body) VALUES (new.id, new.body);
+    INSERT INTO entries_fts (rowid, body, scope) VALUES (new.id, new.body, new.scope);
 END;
 CREATE TRIGGER entries_removed AFTER DELETE ON entries BEGIN
-    INSERT INTO entries_fts (entries_fts, rowid, body) VALUES ('delete', old.id, old.body);
+    INSERT INTO entries_fts (entries_fts, rowid, body, scope)
+        VALUES ('delete', old.id, old.body, old.scope);
 END;
-CREATE TRIGGER entries_changed AFTER UPDATE OF body ON entries BEGIN
-    INSERT INTO entries_fts (entries_fts, rowid, body) VALUES ('delete', old.id, old.body);
-    INSERT INTO entries_fts (rowid, body) VALUES (new.id, new.body);
+CREATE TRIGGER entries_changed AFTER UPDATE OF body, scope ON entries BEGIN
+    INSERT INTO entries_fts (entries_fts, rowid, body, scope)
+        VALUES ('delete', old.id, old.body, old.scope);
+    INSERT INTO entries_fts (rowid, body, scope) VALUES (new.id, new.body, new.scope);
 END;
 """
 
 _PUT = (
-    "INSERT INTO entries (conversation_id, seq, sender_id, ts, text, body)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, seq) DO UPDATE SET"
+    "INSERT INTO entries (conversation_id, seq, sender_id, ts, text, body, scope)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id, seq) DO UPDATE SET"
     " sender_id = excluded.sender_id, ts = excluded.ts, text = excluded.text,"
     " body = excluded.body"
 )
@@ -110,10 +117,27 @@ def _phrase(term: str) -> str:
     return f'"{fold(term)}"'
 
 
-def fts_match(terms: Sequence[str], excluded: Sequence[str]) -> str:
-    """FTS5 query syntax: every term as a phrase, AND-ed, then the exclusions."""
-    text = " AND ".join(_phrase(term) for term in terms)
-    return "".join([text, *(f" NOT {_phrase(term)}" for term in excluded)])
+def scope_of(conversation_id: str) -> str:
+    """A conversation as one token of the ``scope`` column (ids are ASCII)."""
+    return "s" + "".join(c for c in conversation_id.lower() if c.isalnum())
+
+
+def fts_match(
+    terms: Sequence[str], excluded: Sequence[str], conversations: Sequence[str] | None
+) -> str:
+    """FTS5 query syntax: every term as a phrase in ``body``, AND-ed, then the
+    exclusions; and, given ``conversations``, only entries of those.
+
+    The narrowing is what makes a common word cheap: FTS5 intersects the
+    word's long posting list with the few entries of the searcher's
+    conversations instead of ranking every match of the word, and the
+    membership join then only confirms (access is still decided there)."""
+    words = " AND ".join(_phrase(term) for term in terms)
+    words = "".join([words, *(f" NOT {_phrase(term)}" for term in excluded)])
+    if conversations is None:
+        return f"{{body}} : ({words})"
+    scopes = " OR ".join(f'"{scope_of(cid)}"' for cid in conversations)
+    return f"{{body}} : ({words}) AND scope : ({scopes})"
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
@@ -350,17 +374,29 @@ class SqliteSearchIndex:
 
     async def search(self, generation: Generation, search: Search) -> list[Hit]:
         query = search.query
-        st = sql.index_page(
-            DIALECT,
-            search,
-            "entries_fts JOIN entries e ON e.id = entries_fts.rowid",
-            lambda s: f"entries_fts MATCH {s.arg(fts_match(query.terms, query.excluded))}",
-            lambda _: f"bm25(entries_fts) - e.ts / {float(sql.RECENCY_MS)}",
-        )
 
         def run() -> list[Hit]:
             with _as_index_errors():
                 conn = self._reading_conn(generation.name)
+                mine = [
+                    cid
+                    for (cid,) in conn.execute(
+                        "SELECT conversation_id FROM store.members WHERE user_id = ?",
+                        (search.user_id,),
+                    )
+                    if query.conversation_id in (None, cid)
+                ]
+                if not mine:
+                    return []
+                scoped = mine if len(mine) <= MAX_SCOPED else None
+                match = fts_match(query.terms, query.excluded, scoped)
+                st = sql.index_page(
+                    DIALECT,
+                    search,
+                    "entries_fts JOIN entries e ON e.id = entries_fts.rowid",
+                    lambda s: f"entries_fts MATCH {s.arg(match)}",
+                    lambda _: f"bm25(entries_fts, 1.0, 0.0) - e.ts / {float(sql.RECENCY_MS)}",
+                )
                 return [Hit(*row) for row in conn.execute(st.text, st.args)]
 
         return await self._read(run)
@@ -384,7 +420,15 @@ def _sync_dir(directory: Path) -> None:
 
 _STATEMENTS: dict[type, str] = {Put: _PUT, Edit: _EDIT, Remove: _REMOVE}
 _ROWS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    Put: lambda op: (op.conversation_id, op.seq, op.sender_id, op.ts, op.text, fold(op.text)),
+    Put: lambda op: (
+        op.conversation_id,
+        op.seq,
+        op.sender_id,
+        op.ts,
+        op.text,
+        fold(op.text),
+        scope_of(op.conversation_id),
+    ),
     Edit: lambda op: (op.text, fold(op.text), op.conversation_id, op.seq),
     Remove: lambda op: (op.conversation_id, op.seq),
 }
