@@ -52,6 +52,11 @@ LIVE = "LIVE"
 READERS = 4
 """Threads answering queries (each with its own connections; SQLite releases
 the GIL while it works, so more than the cores overlap waits for the disk)."""
+MMAP_BYTES = 1 << 30
+CACHE_KIB = 32 * 1024
+"""Each connection maps up to 1 GiB of its index and caches 32 MiB of pages:
+a query over a large index then reads pages from memory, not by a system
+call each (SQLite's default cache is 2 MiB)."""
 MAX_SCOPED = 1000
 """Conversations a query names in its MATCH at most (see :func:`fts_match`);
 a member of more is searched without that narrowing (slower for common words)."""
@@ -213,6 +218,8 @@ class SqliteSearchIndex:
             with _as_index_errors():
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+                conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
                 conn.execute("ATTACH DATABASE ? AS store", (_uri(self._store, "ro"),))
                 (fmt,) = conn.execute("SELECT format FROM meta").fetchone()
             if fmt != FORMAT:
