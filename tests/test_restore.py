@@ -59,11 +59,12 @@ os._exit(0)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    """Every store file's digest (the lock file is not the store)."""
+    """Every store file's digest (the lock file is not the store, nor is the
+    search index's folder, which the running server writes)."""
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.iterdir())
-        if not p.name.endswith(".lock")
+        if p.is_file() and not p.name.endswith(".lock")
     }
 
 

@@ -36,6 +36,7 @@ from tidings.features.host import Plugged, content_kinds_of, schema_of
 from tidings.features.messaging import MESSAGING
 from tidings.features.ops import OPS
 from tidings.features.push import PUSH
+from tidings.features.search import SEARCH
 from tidings.features.text import TEXT
 from tidings.gateway.fanout import Fanout
 from tidings.gateway.presence import PresenceHub
@@ -62,10 +63,10 @@ LOCAL_PRESENCE = (
 """Why presence on this node cannot be trusted across the cluster: said at start
 and by /readyz, since nothing else would show it (every probe answers)."""
 
-BUILT_IN: tuple[Feature, ...] = (TEXT, MESSAGING, PUSH, OPS)
+BUILT_IN: tuple[Feature, ...] = (TEXT, MESSAGING, SEARCH, PUSH, OPS)
 """Features every node has: the ``text`` kind, what people expect of a chat
-(edits, deletes, reactions, hidden messages, settings, retention), push
-notifications and the operator routes."""
+(edits, deletes, reactions, hidden messages, settings, retention), search,
+push notifications and the operator routes."""
 
 
 def open_store(settings: Settings, components: Sequence[SchemaComponent] = ()) -> Store:

@@ -163,9 +163,10 @@ class Settings:
     changelog_catchup_batch_size: int = 1000
     """Most changes handed at once to a change-log worker that is behind (its previous
     batch was full): fewer, larger reads while it catches up under heavy traffic."""
-    changelog_poll_ms: int = 1000
+    changelog_poll_ms: int = 250
     """How long a change-log worker that has caught up waits before reading again (how
-    late an idle worker sees a new message, at most)."""
+    late an idle worker sees a new message, at most; search promises a message is
+    found within a second of its ack)."""
     changelog_lease_ms: int = 15_000
     """How long a node stays a change-log worker's one active consumer without renewing:
     after a node dies, another takes its workers over within this. Keep it above the time

@@ -16,13 +16,13 @@ def changelog_tasks() -> list[asyncio.Task[object]]:
 
 
 async def test_registered_workers_start_and_stop_with_the_node(tmp_path: Path) -> None:
-    worker = Recorder()
+    worker = Recorder("recorder")
     settings = make_settings(tmp_path, changelog_poll_ms=20)
     node = build_node(settings, workers=[worker])
     await node.start()
     try:
         names = sorted(t.get_name() for t in changelog_tasks())
-        assert names == ["changelog:push", "changelog:search"]
+        assert names == ["changelog:push", "changelog:recorder", "changelog:search"]
         sent = await send(node.store, 12)
         await until(lambda: worker.message_ids() >= {m.message_id for m in sent}, "the worker")
     finally:
@@ -31,9 +31,9 @@ async def test_registered_workers_start_and_stop_with_the_node(tmp_path: Path) -
     store = SqliteStore(settings.store_url.removeprefix("sqlite://"))
     await store.start()
     try:
-        assert await store.consumer_position("search") > 0
+        assert await store.consumer_position("recorder") > 0
         # The stopped node released its lease: another takes over at once.
-        assert await store.take_consumer_lease("search", "another-node", 60_000)
+        assert await store.take_consumer_lease("recorder", "another-node", 60_000)
     finally:
         await store.close()
 
@@ -42,6 +42,6 @@ async def test_without_workers_only_the_built_in_features_run(tmp_path: Path) ->
     node = build_node(make_settings(tmp_path))
     await node.start()
     try:
-        assert [t.get_name() for t in changelog_tasks()] == ["changelog:push"]
+        assert sorted(t.get_name() for t in changelog_tasks()) == ["changelog:push", "changelog:search"]
     finally:
         await node.stop()

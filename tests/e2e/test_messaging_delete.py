@@ -4,6 +4,7 @@ keeps; who may delete (author, group admin, moderator) and who may not."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import RunningServer, ServerFactory
 from tests.e2e.messaging_wire import history, last_seq, refused, send, sent, sync, view
-from tests.wire import Http, Raw
+from tests.wire import WAIT_S, Http, Raw
 
 LONG_TEXT_CHARS = 5000
 """Larger than a 4 KiB page: the text spills onto SQLite overflow pages."""
@@ -32,6 +33,19 @@ def long_text(marker: str) -> str:
 def data_files(data_dir: Path, pattern: str = "*") -> list[Path]:
     """Every file under ``data_dir`` (recursively) matching ``pattern``."""
     return [path for path in sorted(data_dir.rglob(pattern)) if path.is_file()]
+
+
+async def search_index_followed(server: RunningServer) -> None:
+    """Wait (bounded) until the search indexer has handled every stored change:
+    the index, a copy of the texts, follows deletes after the fact, not in
+    the delete's transaction (docs/architecture.md, "Search")."""
+    store = server.node.store
+    head = (await store.changes_after(0, 1)).head
+    for _ in range(int(WAIT_S / 0.02)):
+        if await store.consumer_position("search") >= head:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the search indexer did not reach the stream's head")
 
 
 def files_holding(data_dir: Path, needle: str) -> list[str]:
@@ -112,6 +126,7 @@ async def test_deleted_text_is_nowhere_in_the_api_nor_in_the_files(
             await a.close()
             await b.close()
             return
+        await search_index_followed(tidings_server)
         names = [path.name for path in data_files(data_dir)]
         assert any(name.endswith(".db") for name in names), names
         for marker in (long_marker, short_marker, edit_marker):
@@ -156,6 +171,7 @@ async def test_deleted_text_already_checkpointed_and_moved_by_page_splits_is_gon
         assert acks[-1]["seq"] == decoy + 1 + fillers
         await sent(a, cid, {"kind": "delete", "target": long_seq})
         await sent(a, cid, {"kind": "delete", "target": short_seq})
+        await search_index_followed(tidings_server)
         for marker in (long_marker, short_marker):
             assert files_holding(data_dir, marker) == [], marker
         assert files_holding(data_dir, "filler 399 " + "x" * 200)

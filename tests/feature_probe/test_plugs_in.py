@@ -87,7 +87,7 @@ async def test_a_feature_plugs_in_end_to_end(
         status, body = await http.call("GET", "/readyz")
         assert (status, body["checks"]["probe"]) == (200, "ok"), body
     assert state.probes == 1
-    assert [w.name for w in server.node.features.workers][-1] == "probe-notes"
+    assert [w.name for w in server.node.features.workers] == ["search", "push", "probe-notes"]
     exists, versions = await _tables(server)
     assert exists
     assert versions == [("probe", 1, "sqlite_001_probe_notes.sql")] or versions == [

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import __version__
-from tidings.cli import accounts, conversations, store_commands
+from tidings.cli import accounts, conversations, search, store_commands
 from tidings.cli.errors import OperatorError, explain
 from tidings.cli.serve import serve
 from tidings.settings import Settings, load_settings
@@ -192,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--title", help="a group's title")
     create.add_argument("--creator", required=True, help="username of the creator (an admin)")
     create.add_argument("members", nargs="+", help="usernames of the other members")
+
+    searches = sub.add_parser(
+        "search", help="manage the search index", description="Manage the search index."
+    )
+    search_actions = searches.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(
+        search_actions,
+        "reindex",
+        search.reindex,
+        "rebuild the search index from the store, then swap (the server may run)",
+        "Build a new search index beside the live one from every message of the store,\n"
+        "with a progress bar, then make it the live one; a running server keeps\n"
+        "answering from the old one until then, and catches the new one up at once.",
+    )
 
     _register_tools(sub)
     return parser

@@ -63,6 +63,8 @@ from tidings_client.http import (
     HiddenSet,
     LoginResult,
     Member,
+    SearchPage,
+    SearchResult,
     TidingsHTTP,
     User,
 )
@@ -186,6 +188,8 @@ __all__ = [
     "ResilientClient",
     "ResilientCore",
     "ResilientEvent",
+    "SearchPage",
+    "SearchResult",
     "SendDelivered",
     "SendFailed",
     "SendReconcile",

@@ -1,8 +1,8 @@
 """The HTTP half of the SDK: :class:`TidingsHTTP`.
 
 Accounts, conversations, membership, history (raw or folded into the
-``view=current``), hiding messages and each user's state of a conversation are
-request/response calls, so they live on the REST API (``/v1``) rather than on
+``view=current``), hiding messages, each user's state of a conversation and
+search are request/response calls, so they live on the REST API (``/v1``) rather than on
 the WebSocket. Answers are decoded into the same structs the WebSocket uses
 where the data is the same (:class:`Ack` for a posted message,
 :class:`Message` for history, :class:`ConversationState`), so an application
@@ -129,6 +129,32 @@ class ConversationSummary(msgspec.Struct, frozen=True):
     pinned: bool = False
     history_start: int = 1
     """The first seq the user can still read (retention, or a later join)."""
+
+
+class SearchResult(msgspec.Struct, frozen=True):
+    """One message found: where it is, who sent it, and a snippet.
+
+    ``snippet`` is HTML-escaped text with the words found in ``<mark>``: safe
+    to put into HTML as it is. An edited message is found by its edited text
+    at its own ``seq``."""
+
+    conversation_id: str
+    seq: int
+    sender_id: str
+    ts: int
+    snippet: str
+
+
+class SearchPage(msgspec.Struct, frozen=True):
+    """One page of a search; pass ``next_cursor`` back for the next (None: the last).
+
+    ``degraded``: the server answered from its slower path (its index is being
+    rebuilt, or the dates asked are older than the index keeps): words match
+    as typed, without stemming, accent or CJK folding, and edits are not seen."""
+
+    results: list[SearchResult]
+    next_cursor: str | None
+    degraded: bool = False
 
 
 # -- wire bodies (untagged mirrors of the WebSocket structs) ----------------------
@@ -415,6 +441,35 @@ class TidingsHTTP:
             ts=out.ts,
             duplicate=out.duplicate,
         )
+
+    async def search(
+        self,
+        q: str,
+        *,
+        conversation_id: str | None = None,
+        sender_id: str | None = None,
+        after: int | str | None = None,
+        before: int | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        """Messages this user can read that match ``q``: words, ``"phrases"``,
+        ``-excluded``, and ``from:``, ``in:``, ``before:``, ``after:`` filters
+        (docs/protocol.md, "Search"). ``after`` (inclusive) and ``before`` are
+        ms since the epoch or ISO 8601 dates. Best first; page with ``cursor``.
+        A malformed query raises ``bad_request``; a conversation the user is
+        not in, ``not_member``."""
+        given = {
+            "q": q,
+            "conversation_id": conversation_id,
+            "sender_id": sender_id,
+            "after": after,
+            "before": before,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        params = {name: str(value) for name, value in given.items() if value is not None}
+        return await self._call("GET", "/v1/search", SearchPage, params=params)
 
     # -- machinery ---------------------------------------------------------------------------
 

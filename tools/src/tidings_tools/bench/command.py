@@ -48,6 +48,7 @@ from tidings_tools.bench.cluster import (
 from tidings_tools.bench.push import register_push
 from tidings_tools.bench.rows import failed_row
 from tidings_tools.bench.runner import Target, run_connections, run_fanout, run_throughput
+from tidings_tools.bench.search import add_parser as add_search_parser
 from tidings_tools.bench.servers import Server, start_baseline, start_tidings, wait_ready
 from tidings_tools.bench.storm import add_parser as add_storm_parser
 
@@ -248,6 +249,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_storm_parser(scenarios)
     register_chaos(scenarios)
     register_push(scenarios)
+    add_search_parser(scenarios)
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
