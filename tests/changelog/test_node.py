@@ -42,6 +42,9 @@ async def test_without_workers_only_the_built_in_features_run(tmp_path: Path) ->
     node = build_node(make_settings(tmp_path))
     await node.start()
     try:
-        assert sorted(t.get_name() for t in changelog_tasks()) == ["changelog:push", "changelog:search"]
+        assert sorted(t.get_name() for t in changelog_tasks()) == [
+            "changelog:push",
+            "changelog:search",
+        ]
     finally:
         await node.stop()
