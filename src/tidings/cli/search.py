@@ -49,6 +49,7 @@ async def reindex(args: argparse.Namespace, settings: Settings) -> int:
     from tidings.features.host import content_kinds_of, schema_of
     from tidings.features.search import index_for
     from tidings.features.search.keeper import Keeper
+    from tidings.features.search.metrics import SearchMetrics
     from tidings.features.search.settings import SearchSettings
     from tidings.observability.metrics import Metrics
 
@@ -64,7 +65,7 @@ async def reindex(args: argparse.Namespace, settings: Settings) -> int:
         index = index_for(settings, own, store.engine_access())
         await index.start()
         try:
-            keeper = Keeper(index, store, content_kinds_of(features), own, Metrics())
+            keeper = Keeper(index, store, content_kinds_of(features), own, SearchMetrics(Metrics()))
             bar = ProgressBar()
             generation = await keeper.rebuild(bar)
             bar.done()

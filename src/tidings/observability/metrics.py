@@ -250,25 +250,6 @@ _FAMILIES = (
         "Times a change-log worker's batch or the store failed (retried after a backoff)",
         "worker",
     ),
-    (
-        "search_queries",
-        "tidings_search_queries",
-        "Search calls answered, by path: index, or store (the slower path)",
-        "source",
-    ),
-    (
-        "search_latency",
-        "tidings_search_seconds",
-        "Time to answer a search call (either path)",
-        "",
-    ),
-    (
-        "search_degraded",
-        "tidings_search_degraded",
-        "1 while the search index is being rebuilt and searches answer from the store",
-        "",
-    ),
-    ("search_rebuilds", "tidings_search_rebuilds", "Search index rebuilds started", ""),
 )
 
 
@@ -292,10 +273,6 @@ class Metrics:
         self.changelog_handled = LabelledCounter()
         self.retention_purged = LoopCounter()
         self.changelog_failures = LabelledCounter()
-        self.search_queries = LabelledCounter()
-        self.search_latency = LoopHistogram(ACK_BUCKETS)
-        self.search_degraded = LoopGauge()
-        self.search_rebuilds = LoopCounter()
         self.registry = CollectorRegistry()
         self._described: list[_Described] = [
             (name, doc, label, getattr(self, attr)) for attr, name, doc, label in _FAMILIES

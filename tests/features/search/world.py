@@ -21,6 +21,7 @@ from tidings.core.ports.store.composite import Store
 from tidings.features.host import content_kinds_of, schema_of
 from tidings.features.search import index_for
 from tidings.features.search.keeper import Keeper
+from tidings.features.search.metrics import SearchMetrics
 from tidings.features.search.port import Generation, Hit, Search, SearchIndex
 from tidings.features.search.query import Cursor, parse
 from tidings.features.search.settings import SearchSettings
@@ -124,7 +125,7 @@ async def open_world(tmp_path: Path, url: str | None) -> AsyncIterator[World]:
     index = index_for(settings, own, store.engine_access())
     await index.start()
     kinds = content_kinds_of(BUILT_IN)
-    keeper = Keeper(index, store, kinds, own, Metrics())
+    keeper = Keeper(index, store, kinds, own, SearchMetrics(Metrics()))
     try:
         yield World(store, index, keeper, kinds)
     finally:

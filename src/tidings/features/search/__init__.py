@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from tidings.core.ports.store.engine import EngineHandle
 from tidings.features import Feature, FeatureContext, Plugin
 from tidings.features.search.keeper import Keeper
+from tidings.features.search.metrics import SearchMetrics
 from tidings.features.search.port import SearchIndex
 from tidings.features.search.postgres import PostgresSearchIndex
 from tidings.features.search.routes import SearchRoutes
@@ -49,14 +50,15 @@ def index_for(settings: Settings, own: SearchSettings, database: EngineHandle) -
 
 def _plug(context: FeatureContext) -> Plugin:
     own: SearchSettings = context.own
+    metrics = SearchMetrics(context.metrics)
     keeper = Keeper(
         index_for(context.settings, own, context.database),
         context.store,
         context.service.content_kinds,
         own,
-        context.metrics,
+        metrics,
     )
-    service = SearchService(keeper, context.service, own, context.metrics)
+    service = SearchService(keeper, context.service, own, metrics)
     return Plugin(
         routes=SearchRoutes(service).routes(),
         workers=[Indexer(keeper)],

@@ -33,10 +33,10 @@ from tidings.core.ids import now_ms
 from tidings.core.models import Change, ChangeBatch
 from tidings.core.ports.store.consumers import ConsumerStore
 from tidings.core.ports.store.messages import MessageLog
+from tidings.features.search.metrics import SearchMetrics
 from tidings.features.search.port import Generation, GenerationGone, IndexCorrupt, SearchIndex
 from tidings.features.search.settings import SearchSettings
 from tidings.features.search.workers import WORKER_NAME, ops_of
-from tidings.observability.metrics import Metrics
 
 log = logging.getLogger("tidings.search")
 
@@ -57,7 +57,7 @@ class Keeper:
         store: KeeperStore,
         kinds: ContentKinds,
         settings: SearchSettings,
-        metrics: Metrics,
+        metrics: SearchMetrics,
     ) -> None:
         self.index = index
         self._store = store
@@ -102,7 +102,7 @@ class Keeper:
         if len(page.changes) >= self._settings.rebuild_batch:
             self._start_rebuild(reason, base)
             return
-        self._metrics.search_rebuilds.inc()
+        self._metrics.rebuilds.inc()
         log.info("rebuilding the search index: %s", reason)
         await self.rebuild(base=base)
 
@@ -208,11 +208,11 @@ class Keeper:
         return generation
 
     def _start_rebuild(self, reason: str, base: Generation | None = None) -> None:
-        self._metrics.search_rebuilds.inc()
+        self._metrics.rebuilds.inc()
         self._rebuilding = asyncio.create_task(self._rebuild_until_done(reason, base))
 
     async def _rebuild_until_done(self, reason: str, base: Generation | None) -> None:
-        self._metrics.search_degraded.value = 1
+        self._metrics.degraded.value = 1
         try:
             while True:
                 log.info("rebuilding the search index: %s", reason)
@@ -226,7 +226,7 @@ class Keeper:
                 log.info("search index rebuilt up to position %d", generation.position)
                 return
         finally:
-            self._metrics.search_degraded.value = 0
+            self._metrics.degraded.value = 0
 
     async def _sweep(self) -> None:
         """Every ``sweep_s``: check the live generation, and drop what expired

@@ -17,11 +17,11 @@ from tidings.core.errors import ErrorCode, TidingsError
 from tidings.core.ids import now_ms
 from tidings.core.service import ChatService
 from tidings.features.search.keeper import Keeper
+from tidings.features.search.metrics import SearchMetrics
 from tidings.features.search.port import GenerationGone, Hit, IndexCorrupt, Search
 from tidings.features.search.query import Cursor, Query, decode_cursor, encode_cursor
 from tidings.features.search.settings import SearchSettings
 from tidings.features.search.text import snippet
-from tidings.observability.metrics import Metrics
 
 INDEX = "index"
 STORE = "store"
@@ -45,7 +45,7 @@ class Page:
 
 class SearchService:
     def __init__(
-        self, keeper: Keeper, chat: ChatService, settings: SearchSettings, metrics: Metrics
+        self, keeper: Keeper, chat: ChatService, settings: SearchSettings, metrics: SearchMetrics
     ) -> None:
         self._keeper = keeper
         self._chat = chat
@@ -61,9 +61,9 @@ class SearchService:
         after = None if cursor is None else decode_cursor(cursor, query)
         search = Search(user_id, query, min(limit, self._settings.page_limit) + 1, after)
         source, hits = await self._hits(search)
-        self._metrics.search_queries.labels(source).inc()
+        self._metrics.queries.labels(source).inc()
         page = self._page(search, source, hits)
-        self._metrics.search_latency.observe(time.perf_counter() - started)
+        self._metrics.latency.observe(time.perf_counter() - started)
         return page
 
     def _before_window(self, query: Query) -> bool:

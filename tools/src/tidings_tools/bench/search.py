@@ -49,6 +49,7 @@ from tidings.core.ports.store.composite import Store
 from tidings.features.host import content_kinds_of, schema_of
 from tidings.features.search import index_for
 from tidings.features.search.keeper import Keeper
+from tidings.features.search.metrics import SearchMetrics
 from tidings.features.search.port import Search, SearchIndex
 from tidings.features.search.query import parse
 from tidings.features.search.settings import SearchSettings
@@ -272,7 +273,7 @@ async def measure_engine(
     index = index_for(settings, own, store.engine_access())
     await index.start()
     metrics = Metrics()
-    keeper = Keeper(index, store, content_kinds_of(BUILT_IN), own, metrics)
+    keeper = Keeper(index, store, content_kinds_of(BUILT_IN), own, SearchMetrics(metrics))
     try:
         started = time.perf_counter()
         generation = await keeper.rebuild()
