@@ -37,12 +37,12 @@ def trace_store(database: EngineHandle) -> TraceStore:
 
 
 def node_name(own: TraceSettings, settings: Settings) -> str:
-    """The setting, or host:port (with a random suffix when the port is chosen
-    by the system, as in tests, so that two nodes on one host differ)."""
+    """The ``node`` setting, else the host name and configured port with a
+    random suffix: two nodes on one host (a port chosen by the system, a
+    shared ``SO_REUSEPORT`` port, nodes of a test) must not share a name."""
     if own.node:
         return own.node
-    port = str(settings.port) if settings.port else f"0-{secrets.token_hex(3)}"
-    return f"{socket.gethostname()}:{port}"
+    return f"{socket.gethostname()}:{settings.port}~{secrets.token_hex(2)}"
 
 
 def _plug(context: FeatureContext) -> Plugin:

@@ -27,7 +27,8 @@ class TraceSettings:
     """N in the delivery rate: a message counts as delivered to a device that
     acknowledged it (``delivered``) within this long of its ``ack``."""
     node: str = ""
-    """This node's name in traces; empty: the host name and port."""
+    """This node's name in traces; empty: the host name and port with a random
+    suffix (unique, but new at every start)."""
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "cluster_sample_rate"):

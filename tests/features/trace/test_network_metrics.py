@@ -1,0 +1,108 @@
+"""Metrics by client network move with what clients on each network do, and
+the delivery rate is worked out from stored traces, on both deployments."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import RunningServer, ServerFactory
+from tests.features.trace.support import connect
+from tests.wire import Http, poll
+from tidings.core.trace import TraceEvent, micros
+from tidings.features.trace import trace_store
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _samples(server: RunningServer) -> Samples:
+    text = server.node.metrics.render().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _get(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_split_by_network(server_factory: ServerFactory) -> None:
+    server = await server_factory()
+    async with aiohttp.ClientSession() as session:
+        http = Http(session, server.http_url)
+        a, b = await http.account(), await http.account()
+        cid = await http.conversation(a, "direct", [b])
+        wa = await connect(session, server.ws_url, a, "wifi")
+        wb = await connect(session, server.ws_url, b, "cellular")
+        send = {"type": "send", "conversation_id": cid, "client_msg_id": "net-1"}
+        await wa.send({**send, "content": {"text": "one"}})
+        await wa.recv_type("ack")
+        await wa.send({**send, "content": {"text": "one"}})  # a retry: its ack was "lost"
+        await wa.recv_type("ack")
+        nowhere = {"conversation_id": "c_nowhere", "client_msg_id": "net-2"}
+        await wa.send({**send, **nowhere, "content": {"text": "x"}})
+        refused = await wa.recv()
+        assert refused["type"] == "error", refused
+        msg = await wb.recv_type("msg")
+        await wb.send({"type": "delivered", "conversation_id": cid, "seq": msg["seq"]})
+        await wb.send({"type": "sync", "cursors": {cid: 0}, "id": "s1"})
+        await wb.recv_type("sync_done")
+        await wb.close()
+        await poll(lambda: _get(_samples(server), "tidings_connections_open") == 1, 10.0)
+        samples = _samples(server)
+        sends = "tidings_sends_total"
+        assert _get(samples, sends, network="wifi", outcome="stored") == 1
+        assert _get(samples, sends, network="wifi", outcome="duplicate") == 1
+        assert _get(samples, sends, network="wifi", outcome="refused") == 1
+        assert _get(samples, sends, network="cellular", outcome="stored") == 0
+        acks = "tidings_client_ack_seconds_count"
+        assert _get(samples, acks, network="cellular") == 1
+        assert _get(samples, acks, network="wifi") == 0
+        assert _get(samples, "tidings_sync_messages_count", network="cellular") == 1
+        assert _get(samples, "tidings_sync_messages_sum", network="cellular") == 1
+        drops = "tidings_connection_drops_total"
+        assert _get(samples, drops, network="cellular", reason="client_closed") == 1
+        assert _get(samples, drops, network="wifi", reason="client_closed") == 0
+        await wa.close()
+
+
+async def test_delivery_rate_counts_devices_that_acknowledged_in_time(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory()
+    store = trace_store(server.node.store.engine_access())
+    t0 = time.time() - 3600
+    minute = 60_000_000
+
+    def send(seq: int) -> TraceEvent:
+        return TraceEvent("c_rate", seq, "send", micros(t0), acked_us=micros(t0) + 1000)
+
+    def written(seq: int, *devices: tuple[str, str, str]) -> TraceEvent:
+        return TraceEvent("c_rate", seq, "delivered", micros(t0) + 2000, devices=devices)
+
+    def acked(seq: int, device: str, after_us: int) -> TraceEvent:
+        return TraceEvent("c_rate", seq, "client_acked", micros(t0) + after_us, device_id=device)
+
+    wifi, cell = ("u_w", "d_w", "wifi"), ("u_c", "d_c", "cellular")
+    await store.write(
+        "n1",
+        [
+            send(1),
+            written(1, wifi, cell),
+            send(2),
+            written(2, wifi, cell),
+            acked(2, "d_w", 5000),  # covers 1 and 2 for the WiFi device, in time
+            acked(2, "d_c", 10 * minute),  # the cellular one: too late
+        ],
+    )
+    counts = {c.network: c for c in await store.delivery(micros(t0), micros(t0) + minute, minute)}
+    assert counts["wifi"].pairs == 2 and counts["wifi"].acknowledged == 2
+    assert counts["cellular"].pairs == 2 and counts["cellular"].acknowledged == 0
+    late = await store.delivery(micros(t0), micros(t0) + minute, 20 * minute)
+    assert {c.network: c.acknowledged for c in late} == {"wifi": 2, "cellular": 2}
+    assert await store.purge(micros(t0) + 3000) == 4  # the sends and the fan-outs
+    assert await store.delivery(micros(t0), micros(t0) + minute, minute) == []
