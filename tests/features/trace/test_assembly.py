@@ -45,7 +45,8 @@ def test_rows_become_stages_and_only_the_first_cover_counts() -> None:
     ]
     assert all(s.seq == 5 and s.message_id == "m_5" for s in stages)
     assert stages[-2].ts_us == 9000  # the first delivered that covered seq 5
-    assert stages[2].device_id == "d_b" and stages[2].via == "live"
+    assert stages[2].device_id == "d_b"
+    assert stages[2].via == "live"
     assert stages[0].ts == 1
 
 

@@ -100,8 +100,8 @@ async def test_delivery_rate_counts_devices_that_acknowledged_in_time(
         ],
     )
     counts = {c.network: c for c in await store.delivery(micros(t0), micros(t0) + minute, minute)}
-    assert counts["wifi"].pairs == 2 and counts["wifi"].acknowledged == 2
-    assert counts["cellular"].pairs == 2 and counts["cellular"].acknowledged == 0
+    assert counts["wifi"] == ("wifi", 2, 2)
+    assert counts["cellular"] == ("cellular", 2, 0)
     late = await store.delivery(micros(t0), micros(t0) + minute, 20 * minute)
     assert {c.network: c.acknowledged for c in late} == {"wifi": 2, "cellular": 2}
     assert await store.purge(micros(t0) + 3000) == 4  # the sends and the fan-outs

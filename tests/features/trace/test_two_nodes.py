@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.features.trace.support import connect, stages_when, tidings_trace, json_lines
+from tests.features.trace.support import connect, json_lines, stages_when, tidings_trace
 from tests.wire import Http
 
 
@@ -43,7 +43,8 @@ async def test_stages_across_two_nodes_in_time_order(server_factory: ServerFacto
         nodes = {s["stage"]: s["node"] for s in stages}
         sender_side = {nodes[s] for s in ("received", "persisted", "published", "acked")}
         receiver_side = {nodes[s] for s in ("delivered", "client_acked", "read")}
-        assert len(sender_side) == 1 and len(receiver_side) == 1
+        assert len(sender_side) == 1
+        assert len(receiver_side) == 1
         assert sender_side != receiver_side
         names = [s["stage"] for s in stages]
         assert names.index("published") < names.index("delivered") < names.index("client_acked")
