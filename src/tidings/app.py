@@ -140,7 +140,7 @@ class Node:
     @functools.cached_property
     def routes(self) -> list[AnyRoute]:
         """Every HTTP route the node serves: the API's, then each feature's."""
-        api = HttpApi(self.service, self.auth, self.accounts).routes()
+        api = HttpApi(self.service, self.auth, self.accounts, self.tracer).routes()
         return [*api, *self.features.routes]
 
     async def start(self) -> None:

@@ -3,7 +3,14 @@ falls behind. No timing: only counts and deterministic hashes."""
 
 from __future__ import annotations
 
+from tidings.core.models import Device, Message
 from tidings.core.trace import SendStamps, Tracer
+
+DEVICE = Device("d_1", "u_1", "phone", 0)
+
+
+def _message(seq: int) -> Message:
+    return Message("c_1", seq, f"m_{seq}", "u_1", f"k{seq}", 0, b"{}")
 
 
 def test_off_until_enabled_and_records_nothing() -> None:
@@ -45,7 +52,7 @@ def test_a_full_buffer_drops_and_counts_instead_of_growing() -> None:
     tracer.enable(1.0, 3)
     stamps = SendStamps(1.0)
     for seq in range(5):
-        tracer.sent("c_1", seq, f"m_{seq}", f"k{seq}", "u_1", "d_1", "wifi", stamps)
+        tracer.sent(_message(seq), DEVICE, "wifi", stamps)
     assert tracer.dropped == 2
     taken = tracer.take()
     assert [event.seq for event in taken] == [0, 1, 2]

@@ -26,6 +26,8 @@ import time
 import zlib
 from typing import NamedTuple
 
+from tidings.core.models import Device, Message
+
 NETWORKS = ("wifi", "cellular", "ethernet", "unknown")
 """The label values of ``hello.client.network`` (the codec refuses others)."""
 
@@ -130,30 +132,23 @@ class Tracer:
         taken, self._buffer = self._buffer, []
         return taken
 
-    def sent(
-        self,
-        conversation_id: str,
-        seq: int,
-        message_id: str,
-        client_msg_id: str,
-        user_id: str,
-        device_id: str,
-        network: str,
-        stamps: SendStamps,
-    ) -> None:
-        """A send was acknowledged (called after the ``ack`` is written)."""
+    def sent(self, message: Message, device: Device, network: str, stamps: SendStamps) -> None:
+        """A send stored ``message`` and was answered (called after the ``ack``
+        is written); recorded if the message is sampled."""
+        if not self.sampled(message.conversation_id, message.seq):
+            return
         acked = time.time()
         self.add(
             TraceEvent(
-                conversation_id,
-                seq,
+                message.conversation_id,
+                message.seq,
                 "send",
                 micros(stamps.received),
-                user_id,
-                device_id,
+                device.user_id,
+                device.device_id,
                 network,
-                message_id,
-                client_msg_id,
+                message.message_id,
+                message.client_msg_id,
                 micros(stamps.persisted) if stamps.persisted else None,
                 micros(stamps.published) if stamps.published else None,
                 micros(acked),

@@ -308,18 +308,8 @@ class SessionHandler:
             outcomes["duplicate"].inc()
             return
         outcomes["stored"].inc()
-        message = result.message
-        if stamps is not None and tracer.sampled(message.conversation_id, message.seq):
-            tracer.sent(
-                message.conversation_id,
-                message.seq,
-                message.message_id,
-                message.client_msg_id,
-                device.user_id,
-                device.device_id,
-                conn.network,
-                stamps,
-            )
+        if stamps is not None:
+            tracer.sent(result.message, device, conn.network, stamps)
 
     async def _cursor(self, conn: Connection, device: Device, frame: Delivered | Read) -> None:
         is_read = isinstance(frame, Read)

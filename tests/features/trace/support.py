@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,36 @@ async def connect(
     welcome = await raw.recv()
     assert welcome["type"] == "welcome", welcome
     return raw
+
+
+@dataclass
+class Direct:
+    """A moderator (who may read traces) and two users in a direct conversation."""
+
+    http: Http
+    admin: Account
+    a: Account
+    b: Account
+    cid: str
+
+    @classmethod
+    async def make(cls, http: Http, moderator: str) -> Direct:
+        admin = await http.account(moderator)
+        a, b = await http.account(), await http.account()
+        return cls(http, admin, a, b, await http.conversation(a, "direct", [b]))
+
+    def send(self, client_msg_id: str, text: str = "hi") -> dict[str, Any]:
+        """A ``send`` frame in the conversation."""
+        return {
+            "type": "send",
+            "conversation_id": self.cid,
+            "client_msg_id": client_msg_id,
+            "content": {"text": text},
+        }
+
+    def cursor(self, kind: str, seq: int) -> dict[str, Any]:
+        """A ``delivered`` or ``read`` frame in the conversation."""
+        return {"type": kind, "conversation_id": self.cid, "seq": seq}
 
 
 async def admin_trace(http: Http, token: str, ident: str) -> tuple[int, Any]:
@@ -71,4 +102,4 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [msgspec.json.decode(line) for line in text.splitlines() if line.strip()]
 
 
-__all__ = ["admin_trace", "connect", "json_lines", "poll", "stages_when", "tidings_trace"]
+__all__ = ["Direct", "admin_trace", "connect", "json_lines", "poll", "stages_when", "tidings_trace"]

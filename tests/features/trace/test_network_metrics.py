@@ -9,7 +9,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RunningServer, ServerFactory
-from tests.features.trace.support import connect
+from tests.features.trace.support import Direct, connect
 from tests.wire import Http, poll
 from tidings.core.trace import TraceEvent, micros
 from tidings.features.trace import trace_store
@@ -33,23 +33,19 @@ def _get(samples: Samples, name: str, **labels: str) -> float:
 async def test_metrics_split_by_network(server_factory: ServerFactory) -> None:
     server = await server_factory()
     async with aiohttp.ClientSession() as session:
-        http = Http(session, server.http_url)
-        a, b = await http.account(), await http.account()
-        cid = await http.conversation(a, "direct", [b])
-        wa = await connect(session, server.ws_url, a, "wifi")
-        wb = await connect(session, server.ws_url, b, "cellular")
-        send = {"type": "send", "conversation_id": cid, "client_msg_id": "net-1"}
-        await wa.send({**send, "content": {"text": "one"}})
+        d = await Direct.make(Http(session, server.http_url), "tracemodnet")
+        wa = await connect(session, server.ws_url, d.a, "wifi")
+        wb = await connect(session, server.ws_url, d.b, "cellular")
+        await wa.send(d.send("net-1", "one"))
         await wa.recv_type("ack")
-        await wa.send({**send, "content": {"text": "one"}})  # a retry: its ack was "lost"
+        await wa.send(d.send("net-1", "one"))  # a retry: its ack was "lost"
         await wa.recv_type("ack")
-        nowhere = {"conversation_id": "c_nowhere", "client_msg_id": "net-2"}
-        await wa.send({**send, **nowhere, "content": {"text": "x"}})
+        await wa.send({**d.send("net-2", "x"), "conversation_id": "c_nowhere"})
         refused = await wa.recv()
         assert refused["type"] == "error", refused
         msg = await wb.recv_type("msg")
-        await wb.send({"type": "delivered", "conversation_id": cid, "seq": msg["seq"]})
-        await wb.send({"type": "sync", "cursors": {cid: 0}, "id": "s1"})
+        await wb.send(d.cursor("delivered", msg["seq"]))
+        await wb.send({"type": "sync", "cursors": {d.cid: 0}, "id": "s1"})
         await wb.recv_type("sync_done")
         await wb.close()
         await poll(lambda: _get(_samples(server), "tidings_connections_open") == 1, 10.0)

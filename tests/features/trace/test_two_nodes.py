@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.features.trace.support import connect, json_lines, stages_when, tidings_trace
+from tests.features.trace.support import Direct, connect, json_lines, stages_when, tidings_trace
 from tests.wire import Http
 
 
@@ -23,21 +23,17 @@ async def test_stages_across_two_nodes_in_time_order(server_factory: ServerFacto
     first = await server_factory(moderators="tracemod2n")
     second = await server_factory(moderators="tracemod2n")
     async with aiohttp.ClientSession() as session:
-        http = Http(session, first.http_url)
-        admin = await http.account("tracemod2n")
-        a, b = await http.account(), await http.account()
-        cid = await http.conversation(a, "direct", [b])
-        wa = await connect(session, first.ws_url, a, "wifi")
-        wb = await connect(session, second.ws_url, b, "cellular")
-        frame = {"type": "send", "conversation_id": cid, "client_msg_id": "two-nodes"}
-        await wa.send({**frame, "content": {"text": "across"}})
+        d = await Direct.make(Http(session, first.http_url), "tracemod2n")
+        wa = await connect(session, first.ws_url, d.a, "wifi")
+        wb = await connect(session, second.ws_url, d.b, "cellular")
+        await wa.send(d.send("two-nodes", "across"))
         acked = await wa.recv_type("ack")
         msg = await wb.recv_type("msg")
-        await wb.send({"type": "delivered", "conversation_id": cid, "seq": msg["seq"]})
-        await wb.send({"type": "read", "conversation_id": cid, "seq": msg["seq"]})
+        await wb.send(d.cursor("delivered", msg["seq"]))
+        await wb.send(d.cursor("read", msg["seq"]))
         done = {"received", "persisted", "published", "acked", "delivered", "client_acked", "read"}
         # Asked of the node that delivered: every node reads the same table.
-        stages = await stages_when(Http(session, second.http_url), admin.token, "two-nodes", done)
+        stages = await stages_when(Http(session, second.http_url), d.admin.token, "two-nodes", done)
         times = [s["ts_us"] for s in stages]
         assert times == sorted(times), stages
         nodes = {s["stage"]: s["node"] for s in stages}
