@@ -18,26 +18,26 @@ def test_off_until_enabled_and_records_nothing() -> None:
     assert not tracer.on
     assert not tracer.sampled("c_1", 1)
     assert not tracer.sampled_range("c_1", 1, 100)
-    tracer.enable(0.0, 10)
+    tracer.enable("n", 0.0, 10)
     assert not tracer.on
 
 
 def test_every_node_samples_the_same_messages_at_about_the_rate() -> None:
     one, other = Tracer(), Tracer()
-    one.enable(0.1, 10)
-    other.enable(0.1, 10)
+    one.enable("n1", 0.1, 10)
+    other.enable("n2", 0.1, 10)
     keys = [(f"c_{c}", seq) for c in range(20) for seq in range(1, 501)]
     picked = [key for key in keys if one.sampled(*key)]
     assert picked == [key for key in keys if other.sampled(*key)]
     assert 0.08 < len(picked) / len(keys) < 0.12
     everything = Tracer()
-    everything.enable(1.0, 10)
+    everything.enable("n", 1.0, 10)
     assert all(everything.sampled(*key) for key in keys)
 
 
 def test_a_cursor_move_is_recorded_when_it_covers_a_sampled_message() -> None:
     tracer = Tracer()
-    tracer.enable(0.1, 10)
+    tracer.enable("n", 0.1, 10)
     seqs = [seq for seq in range(1, 200) if tracer.sampled("c_r", seq)]
     first = seqs[0]
     assert tracer.sampled_range("c_r", first, first)
@@ -49,14 +49,17 @@ def test_a_cursor_move_is_recorded_when_it_covers_a_sampled_message() -> None:
 
 def test_a_full_buffer_drops_and_counts_instead_of_growing() -> None:
     tracer = Tracer()
-    tracer.enable(1.0, 3)
+    tracer.enable("n", 1.0, 3)
     stamps = SendStamps(1.0)
     for seq in range(5):
         tracer.sent(_message(seq), DEVICE, "wifi", stamps)
     assert tracer.dropped == 2
     taken = tracer.take()
-    assert [event.seq for event in taken] == [0, 1, 2]
-    assert taken[0].persisted_us is None  # never stamped: the stage is absent
+    assert [row[1] for row in taken] == [0, 1, 2]
+    assert taken[0][4] == "n"
+    assert taken[0][10] is None  # never persisted: the stage is absent
     assert tracer.take() == []
-    tracer.delivered("c_1", 9, (("u_2", "d_2", "cellular"),))
-    assert tracer.take()[0].devices == (("u_2", "d_2", "cellular"),)
+    tracer.delivered("c_1", 9, [("u_2", "d_2", "cellular")], "delivered")
+    (row,) = tracer.take()
+    assert row[13] == '[["u_2","d_2","cellular"]]'
+    assert len(row) == 15

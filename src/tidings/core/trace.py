@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import NamedTuple
+
+import msgspec
 
 from tidings.core.models import Device, Message
 
@@ -34,36 +35,44 @@ NETWORKS = ("wifi", "cellular", "ethernet", "unknown")
 _SPACE = 1 << 32
 
 
-class TraceEvent(NamedTuple):
-    """One recorded stage (or, for ``send`` and ``delivered``, several).
+Row = tuple[
+    str,  # conversation_id
+    int,  # seq
+    str,  # stage
+    int,  # ts_us
+    str,  # node
+    str | None,  # user_id
+    str | None,  # device_id
+    str | None,  # network
+    str | None,  # message_id
+    str | None,  # client_msg_id
+    int | None,  # persisted_us
+    int | None,  # published_us
+    int | None,  # acked_us
+    str | None,  # devices
+    int | None,  # attempt
+]
+"""One recorded stage (or, for ``send`` and ``delivered``, several), in the
+column order of the trace table, so that a batch goes to the database as it
+was recorded: a plain tuple, built once on the event loop (a named tuple
+or a conversion at write time cost more than the rest of the recording).
 
-    ``stage`` is one of:
+``stage`` is one of:
 
-    - ``send``: ``ts_us`` is when the frame was received; ``persisted_us``,
-      ``published_us`` and ``acked_us`` the later stages of the same send
-      (one row for four stages: the writer pays per row);
-    - ``delivered``: one fan-out of the message on one node, to the devices in
-      ``devices`` (``(user_id, device_id, network)`` each) at ``ts_us``;
-    - ``synced``: the same, written by a ``sync`` answer;
-    - ``redelivered``: re-sent to one device (``attempt`` counts from 1);
-    - ``client_acked`` / ``read``: the device's ``delivered`` / ``read``
-      moved its cursor to ``seq``, covering every seq up to it.
-    """
+- ``send``: ``ts_us`` is when the frame was received; ``persisted_us``,
+  ``published_us`` and ``acked_us`` the later stages of the same send (one
+  row for four stages: the writer pays per row);
+- ``delivered``: one fan-out of the message on one node, to the devices in
+  ``devices`` (a JSON array of ``[user_id, device_id, network]``) at ``ts_us``;
+- ``synced``: the same, written by a ``sync`` answer;
+- ``redelivered``: re-sent to one device (``attempt`` counts from 1);
+- ``client_acked`` / ``read``: the device's ``delivered`` / ``read`` moved
+  its cursor to ``seq``, covering every seq up to it.
+"""
 
-    conversation_id: str
-    seq: int
-    stage: str
-    ts_us: int
-    user_id: str | None = None
-    device_id: str | None = None
-    network: str | None = None
-    message_id: str | None = None
-    client_msg_id: str | None = None
-    persisted_us: int | None = None
-    published_us: int | None = None
-    acked_us: int | None = None
-    devices: tuple[tuple[str, str, str], ...] = ()
-    attempt: int | None = None
+
+_NO_WHO = (None, None, None)
+_NO_SEND = (None, None, None, None, None)  # message_id .. acked_us
 
 
 class SendStamps:
@@ -85,20 +94,22 @@ def micros(ts: float) -> int:
 class Tracer:
     """The node's trace buffer (see the module doc). Off until :meth:`enable`."""
 
-    __slots__ = ("_buffer", "_capacity", "_threshold", "dropped", "on", "rate")
+    __slots__ = ("_buffer", "_capacity", "_threshold", "dropped", "node", "on", "rate")
 
     def __init__(self) -> None:
         self.on = False
         self.rate = 0.0
+        self.node = ""
         self._threshold = 0
         self._capacity = 0
-        self._buffer: list[TraceEvent] = []
+        self._buffer: list[Row] = []
         self.dropped = 0
         """Events not kept because the buffer was full (a metric of the trace feature)."""
 
-    def enable(self, rate: float, capacity: int) -> None:
-        """Trace the share ``rate`` (0 to 1) of messages, holding at most
-        ``capacity`` events between two :meth:`take`."""
+    def enable(self, node: str, rate: float, capacity: int) -> None:
+        """Trace the share ``rate`` (0 to 1) of messages as ``node``, holding at
+        most ``capacity`` events between two :meth:`take`."""
+        self.node = node
         self.rate = max(0.0, min(1.0, rate))
         self._threshold = int(self.rate * _SPACE)
         self._capacity = capacity
@@ -121,13 +132,13 @@ class Tracer:
             return True
         return any(self.sampled(conversation_id, seq) for seq in range(low, high + 1))
 
-    def add(self, event: TraceEvent) -> None:
+    def add(self, row: Row) -> None:
         if len(self._buffer) >= self._capacity:
             self.dropped += 1
         else:
-            self._buffer.append(event)
+            self._buffer.append(row)
 
-    def take(self) -> list[TraceEvent]:
+    def take(self) -> list[Row]:
         """Everything recorded since the last call (the flusher's batch)."""
         taken, self._buffer = self._buffer, []
         return taken
@@ -137,37 +148,36 @@ class Tracer:
         is written); recorded if the message is sampled."""
         if not self.sampled(message.conversation_id, message.seq):
             return
-        acked = time.time()
+        persisted, published = stamps.persisted, stamps.published
         self.add(
-            TraceEvent(
+            (
                 message.conversation_id,
                 message.seq,
                 "send",
-                micros(stamps.received),
+                int(stamps.received * 1e6),
+                self.node,
                 device.user_id,
                 device.device_id,
                 network,
                 message.message_id,
                 message.client_msg_id,
-                micros(stamps.persisted) if stamps.persisted else None,
-                micros(stamps.published) if stamps.published else None,
-                micros(acked),
+                int(persisted * 1e6) if persisted else None,
+                int(published * 1e6) if published else None,
+                int(time.time() * 1e6),
+                None,
+                None,
             )
         )
 
     def delivered(
-        self, conversation_id: str, seq: int, devices: tuple[tuple[str, str, str], ...]
+        self, conversation_id: str, seq: int, devices: list[tuple[str, str, str]], via: str
     ) -> None:
-        """The fan-out wrote the message to these devices' connections."""
-        self.add(
-            TraceEvent(conversation_id, seq, "delivered", micros(time.time()), devices=devices)
-        )
-
-    def synced(
-        self, conversation_id: str, seq: int, devices: tuple[tuple[str, str, str], ...]
-    ) -> None:
-        """A ``sync`` answer wrote the message to this device's connection."""
-        self.add(TraceEvent(conversation_id, seq, "synced", micros(time.time()), devices=devices))
+        """The message was written to these devices' connections (``user_id,
+        device_id, network`` each) by the fan-out (``via`` ``delivered``) or a
+        sync answer (``synced``)."""
+        written = msgspec.json.encode(devices).decode()
+        now = int(time.time() * 1e6)
+        self.add((conversation_id, seq, via, now, self.node, *_NO_WHO, *_NO_SEND, written, None))
 
     def redelivered(
         self,
@@ -178,17 +188,10 @@ class Tracer:
         network: str,
         attempt: int,
     ) -> None:
+        now = int(time.time() * 1e6)
+        who = (user_id, device_id, network)
         self.add(
-            TraceEvent(
-                conversation_id,
-                seq,
-                "redelivered",
-                micros(time.time()),
-                user_id,
-                device_id,
-                network,
-                attempt=attempt,
-            )
+            (conversation_id, seq, "redelivered", now, self.node, *who, *_NO_SEND, None, attempt)
         )
 
     def cursor_moved(
@@ -201,8 +204,6 @@ class Tracer:
         network: str,
     ) -> None:
         """A ``delivered`` (stage ``client_acked``) or ``read`` moved a cursor to ``seq``."""
-        self.add(
-            TraceEvent(
-                conversation_id, seq, stage, micros(time.time()), user_id, device_id, network
-            )
-        )
+        now = int(time.time() * 1e6)
+        who = (user_id, device_id, network)
+        self.add((conversation_id, seq, stage, now, self.node, *who, *_NO_SEND, None, None))

@@ -239,7 +239,7 @@ class Fanout:
         if sent:
             self._metrics.frame_out("msg", sent)
         if traced:
-            self._tracer.delivered(cid, seq, tuple(traced))
+            self._tracer.delivered(cid, seq, traced, "delivered")
         large = len(members) > self._detail_max
         if large and not event.membership_changed and registry.is_local(event.sender_id):
             self._aggregator.sent(event.conversation_id, event.sender_id, event.seq)

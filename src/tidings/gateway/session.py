@@ -334,11 +334,11 @@ class SessionHandler:
     def _trace_synced(self, conn: Connection, messages: list[Message]) -> None:
         device = conn.device
         assert device is not None
-        target = ((device.user_id, device.device_id, conn.network),)
+        target = [(device.user_id, device.device_id, conn.network)]
         tracer = self._tracer
         for message in messages:
             if tracer.sampled(message.conversation_id, message.seq):
-                tracer.synced(message.conversation_id, message.seq, target)
+                tracer.delivered(message.conversation_id, message.seq, target, "synced")
 
     async def _reconcile(self, conn: Connection, frame: Reconcile) -> None:
         """Store the device's report for ops review (``tidings restore report``)."""

@@ -3,6 +3,7 @@ the delivery rate is worked out from stored traces, on both deployments."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import aiohttp
@@ -11,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import RunningServer, ServerFactory
 from tests.features.trace.support import Direct, connect
 from tests.wire import Http, poll
-from tidings.core.trace import TraceEvent, micros
+from tidings.core.trace import micros
 from tidings.features.trace import trace_store
+from tidings.features.trace.port import TraceRow
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -74,18 +76,23 @@ async def test_delivery_rate_counts_devices_that_acknowledged_in_time(
     t0 = time.time() - 3600
     minute = 60_000_000
 
-    def send(seq: int) -> TraceEvent:
-        return TraceEvent("c_rate", seq, "send", micros(t0), acked_us=micros(t0) + 1000)
+    def row(seq: int, stage: str, after_us: int, **more: object) -> TraceRow:
+        fields: dict[str, object] = dict.fromkeys(TraceRow._fields)
+        fields.update(conversation_id="c_rate", seq=seq, stage=stage, node="n1")
+        fields.update(ts_us=micros(t0) + after_us, **more)
+        return TraceRow(**fields)  # type: ignore[arg-type]
 
-    def written(seq: int, *devices: tuple[str, str, str]) -> TraceEvent:
-        return TraceEvent("c_rate", seq, "delivered", micros(t0) + 2000, devices=devices)
+    def send(seq: int) -> TraceRow:
+        return row(seq, "send", 0, acked_us=micros(t0) + 1000)
 
-    def acked(seq: int, device: str, after_us: int) -> TraceEvent:
-        return TraceEvent("c_rate", seq, "client_acked", micros(t0) + after_us, device_id=device)
+    def written(seq: int, *devices: tuple[str, str, str]) -> TraceRow:
+        return row(seq, "delivered", 2000, devices=json.dumps(devices))
+
+    def acked(seq: int, device: str, after_us: int) -> TraceRow:
+        return row(seq, "client_acked", after_us, device_id=device)
 
     wifi, cell = ("u_w", "d_w", "wifi"), ("u_c", "d_c", "cellular")
     await store.write(
-        "n1",
         [
             send(1),
             written(1, wifi, cell),

@@ -53,9 +53,8 @@ def _plug(context: FeatureContext) -> Plugin:
         return Plugin(routes=routes)
     single = context.settings.bus.startswith("memory://")
     rate = own.sample_rate if single else own.cluster_sample_rate
-    context.tracer.enable(rate, own.buffer_events)
-    node = node_name(own, context.settings)
-    flusher = Flusher(context.tracer, store, node, own, TraceMetrics(context.metrics))
+    context.tracer.enable(node_name(own, context.settings), rate, own.buffer_events)
+    flusher = Flusher(context.tracer, store, own, TraceMetrics(context.metrics))
     return Plugin(routes=routes, start=flusher.start, stop=flusher.stop)
 
 

@@ -31,13 +31,11 @@ class Flusher:
         self,
         tracer: Tracer,
         store: TraceStore,
-        node: str,
         settings: TraceSettings,
         metrics: TraceMetrics,
     ) -> None:
         self._tracer = tracer
         self._store = store
-        self._node = node
         self._settings = settings
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
@@ -57,7 +55,7 @@ class Flusher:
         metrics = self._metrics
         if events:
             try:
-                await self._store.write(self._node, events)
+                await self._store.write(events)
             except Exception:
                 log.exception("trace events could not be written", extra={"lost": len(events)})
                 metrics.write_failures.inc()

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from tidings.core.trace import TraceEvent
+from tidings.core.trace import Row
 
 
 class TraceRow(NamedTuple):
-    """A stored :class:`TraceEvent` with the node that recorded it (``devices``
-    still as its JSON text)."""
+    """A stored :data:`~tidings.core.trace.Row`, its fields named."""
 
     conversation_id: str
     seq: int
@@ -40,8 +39,8 @@ class DeliveryCount(NamedTuple):
 
 
 class TraceStore(Protocol):
-    async def write(self, node: str, events: Sequence[TraceEvent]) -> None:
-        """Store a batch of events recorded by ``node``."""
+    async def write(self, rows: Sequence[Row]) -> None:
+        """Store a batch of rows as recorded."""
         ...
 
     async def rows(self, conversation_id: str, seq: int, limit: int) -> list[TraceRow]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tidings.core.ports.store.engine import PostgresAccess
-from tidings.core.trace import TraceEvent
+from tidings.core.trace import Row
 from tidings.features.trace import sql
 from tidings.features.trace.port import DeliveryCount, TraceRow
 
@@ -29,11 +29,9 @@ class PostgresTraceStore:
     def __init__(self, database: PostgresAccess) -> None:
         self._db = database
 
-    async def write(self, node: str, events: Sequence[TraceEvent]) -> None:
+    async def write(self, rows: Sequence[Row]) -> None:
         async with self._db.connection() as conn:
-            await conn.copy_records_to_table(
-                "trace_events", records=sql.values(node, events), columns=_COLUMNS
-            )
+            await conn.copy_records_to_table("trace_events", records=rows, columns=_COLUMNS)
 
     async def rows(self, conversation_id: str, seq: int, limit: int) -> list[TraceRow]:
         async with self._db.connection() as conn:

@@ -3,12 +3,6 @@ engine's placeholder or expression, filled in by ``sqlite.py`` and ``postgres.py
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from typing import Any
-
-from tidings.core.trace import TraceEvent
-
 COLUMNS = (
     "conversation_id, seq, stage, ts_us, node, user_id, device_id, network, message_id,"
     " client_msg_id, persisted_us, published_us, acked_us, devices, attempt"
@@ -52,17 +46,3 @@ FROM (
 ) w
 GROUP BY w.network
 """
-
-
-def values(node: str, events: Sequence[TraceEvent]) -> list[tuple[Any, ...]]:
-    """The rows of a batch, in ``COLUMNS`` order."""
-    return [
-        (
-            *event[:4],
-            node,
-            *event[4:12],
-            json.dumps(event.devices, separators=(",", ":")) if event.devices else None,
-            event.attempt,
-        )
-        for event in events
-    ]

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from tidings.core.ports.store.engine import SqliteAccess
-from tidings.core.trace import TraceEvent
+from tidings.core.trace import Row
 from tidings.features.trace import sql
 from tidings.features.trace.port import DeliveryCount, TraceRow
 
@@ -30,9 +30,7 @@ class SqliteTraceStore:
     def __init__(self, database: SqliteAccess) -> None:
         self._db = database
 
-    async def write(self, node: str, events: Sequence[TraceEvent]) -> None:
-        rows = sql.values(node, events)
-
+    async def write(self, rows: Sequence[Row]) -> None:
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(_INSERT, rows)
 
