@@ -315,14 +315,14 @@ class SessionHandler:
         is_read = isinstance(frame, Read)
         cid, seq = frame.conversation_id, frame.seq
         low = seq
-        if not is_read:
-            entry = conn.unacked.get(cid) if conn.unacked is not None else None
-            if entry is not None and seq >= entry.low:
-                low = entry.low
-                if seq >= entry.high:
-                    waited = time.monotonic() - entry.sent_at
-                    self._network.client_ack[conn.network].observe(waited)
-            conn.acknowledged(cid, seq)
+        # Either frame says the client holds everything up to seq.
+        entry = conn.unacked.get(cid) if conn.unacked is not None else None
+        if entry is not None and seq >= entry.low:
+            low = entry.low
+            if seq >= entry.high:
+                waited = time.monotonic() - entry.sent_at
+                self._network.client_ack[conn.network].observe(waited)
+        conn.acknowledged(cid, seq)
         await self._service.advance_cursors(
             device, cid, None if is_read else seq, seq if is_read else None
         )

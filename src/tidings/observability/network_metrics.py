@@ -49,7 +49,7 @@ class NetworkMetrics:
         )
         client_ack = metrics.family(
             "tidings_client_ack_seconds",
-            "Time from writing a live message to the delivered that covers it",
+            "Time from writing a live message to the delivered (or read) that covers it",
             LabelledHistogram(CLIENT_ACK_BUCKETS),
             "network",
         )
