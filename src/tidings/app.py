@@ -30,6 +30,7 @@ from tidings.core.ports.store.composite import Store
 from tidings.core.publisher import Publisher
 from tidings.core.schema import SchemaComponent
 from tidings.core.service import ChatService
+from tidings.core.trace import Tracer
 from tidings.core.workers import ChangeWorker
 from tidings.features import Feature, FeatureContext
 from tidings.features.host import Plugged, content_kinds_of, schema_of
@@ -38,6 +39,7 @@ from tidings.features.ops import OPS
 from tidings.features.push import PUSH
 from tidings.features.search import SEARCH
 from tidings.features.text import TEXT
+from tidings.features.trace import TRACE
 from tidings.gateway.fanout import Fanout
 from tidings.gateway.presence import PresenceHub
 from tidings.gateway.receipts import ReceiptAggregator
@@ -50,6 +52,7 @@ from tidings.http.api import HttpApi
 from tidings.http.respond import CATCH_ALL, guarded, no_such_route
 from tidings.http.routes import AnyRoute, Binder
 from tidings.observability.metrics import Metrics
+from tidings.observability.network_metrics import NetworkMetrics
 from tidings.presence.memory import MemoryPresence
 from tidings.settings import REDIS_SCHEMES, Settings, load_section
 
@@ -63,10 +66,10 @@ LOCAL_PRESENCE = (
 """Why presence on this node cannot be trusted across the cluster: said at start
 and by /readyz, since nothing else would show it (every probe answers)."""
 
-BUILT_IN: tuple[Feature, ...] = (TEXT, MESSAGING, SEARCH, PUSH, OPS)
+BUILT_IN: tuple[Feature, ...] = (TEXT, MESSAGING, SEARCH, PUSH, TRACE, OPS)
 """Features every node has: the ``text`` kind, what people expect of a chat
 (edits, deletes, reactions, hidden messages, settings, retention), search,
-push notifications and the operator routes."""
+push notifications, lifecycle tracing and the operator routes."""
 
 
 def open_store(settings: Settings, components: Sequence[SchemaComponent] = ()) -> Store:
@@ -128,6 +131,8 @@ class Node:
     aggregator: ReceiptAggregator
     presence: PresenceHub
     changelog: ChangeWorkers
+    tracer: Tracer
+    """Lifecycle events of this node's messages (``core/trace.py``); the trace feature drains it."""
     features: Plugged = field(default_factory=Plugged)
     relay: AnnouncementRelay | None = None
     """Publishes admin commands' announcements on an in-process bus (``bus/store_relay.py``)."""
@@ -136,7 +141,7 @@ class Node:
     @functools.cached_property
     def routes(self) -> list[AnyRoute]:
         """Every HTTP route the node serves: the API's, then each feature's."""
-        api = HttpApi(self.service, self.auth, self.accounts).routes()
+        api = HttpApi(self.service, self.auth, self.accounts, self.tracer).routes()
         return [*api, *self.features.routes]
 
     async def start(self) -> None:
@@ -256,9 +261,11 @@ def build_node(
     registry = LocalRegistry(bus)
     members = MemberCache(store, settings.member_cache_size)
     presence = PresenceHub(open_presence(settings), bus, registry, members, metrics, settings)
-    handler = SessionHandler(service, auth, registry, metrics, settings, presence)
-    redeliverer = Redeliverer(service, metrics, settings.redelivery_ms / 1000)
-    gateway = Gateway(handler, registry, metrics, settings, redeliverer, presence)
+    tracer = Tracer()
+    network = NetworkMetrics(metrics)
+    handler = SessionHandler(service, auth, registry, metrics, settings, presence, tracer, network)
+    redeliverer = Redeliverer(service, metrics, settings.redelivery_ms / 1000, tracer, network)
+    gateway = Gateway(handler, registry, metrics, settings, redeliverer, presence, network)
     aggregator = ReceiptAggregator(
         service, registry, metrics, settings.receipt_summary_interval_ms / 1000
     )
@@ -270,6 +277,7 @@ def build_node(
         aggregator,
         gateway.close_sessions,
         presence,
+        tracer,
     )
     changelog = ChangeWorkers(store, metrics, RunnerOptions.from_settings(settings))
     node = Node(
@@ -286,6 +294,7 @@ def build_node(
         aggregator,
         presence,
         changelog,
+        tracer,
     )
     node.features = Plugged(
         [feature.plug(_context(node, feature, config_file)) for feature in every]
@@ -313,6 +322,7 @@ def _context(node: Node, feature: Feature, config_file: str | None) -> FeatureCo
         node.metrics,
         node.readiness,
         lambda: node.routes,
+        node.tracer,
     )
 
 

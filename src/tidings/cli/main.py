@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from tidings import __version__
-from tidings.cli import accounts, conversations, search, store_commands
+from tidings.cli import accounts, conversations, search, store_commands, trace
 from tidings.cli.errors import OperatorError, explain
 from tidings.cli.serve import serve
 from tidings.settings import Settings, load_settings
@@ -33,6 +33,7 @@ examples:
   tidings user add alice                      asks for a password on a terminal
   tidings backup /backups/tidings-monday.db   an online copy, the server may run
   tidings restore --from /backups/tidings-monday.db   (stop the server first)
+  tidings trace m_0123 --json                 a message's stages, one JSON object per line
 
 Run `tidings COMMAND --help` for a command's options.
 """
@@ -152,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
         "are gone from the server). This prints the restore's window and those gaps.",
     )
     report.add_argument("--json", action="store_true", help="one JSON object")
+
+    traced = _command(
+        sub,
+        "trace",
+        trace.trace,
+        "print a message's lifecycle across nodes (the server may run)",
+        "Print each stage of a message's life, in time order across nodes: received,\n"
+        "persisted, published, acked, delivered and redelivered per device, client_acked\n"
+        "per device, read per user. Messages are traced on a single node, and a sample\n"
+        "of them on a cluster, and kept for the trace retention (docs/operations.md).",
+    )
+    traced.add_argument("id", metavar="MESSAGE_ID|CLIENT_MSG_ID")
+    traced.add_argument("--json", action="store_true", help="one JSON object per stage and line")
 
     users = sub.add_parser("user", help="manage accounts", description="Manage accounts.")
     user = users.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -40,11 +40,12 @@ class Publisher:
         """Events not yet published (an admin command reports them before it exits)."""
         return len(self._unpublished)
 
-    async def publish(self, topic: str, event: BusEvent) -> None:
+    async def publish(self, topic: str, event: BusEvent) -> bool:
+        """Publish, or hold the event to publish later; True if it went out now."""
         payload = encode_event(event)
         if self._unpublished:
             self._hold(topic, payload)  # keep order behind earlier failures
-            return
+            return False
         try:
             await self._bus.publish(topic, payload)
         except Exception as exc:
@@ -52,6 +53,8 @@ class Publisher:
                 "bus publish failed; holding the event", extra={"topic": topic, "error": str(exc)}
             )
             self._hold(topic, payload)
+            return False
+        return True
 
     def _hold(self, topic: str, payload: bytes) -> None:
         if len(self._unpublished) >= MAX_UNPUBLISHED:

@@ -11,6 +11,7 @@ and Redis across nodes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, Protocol
 
@@ -55,6 +56,7 @@ from tidings.core.ports.store.restores import RestoreStore
 from tidings.core.publisher import Publisher
 from tidings.core.ratelimit import KeyedRateLimiter
 from tidings.core.send_rules import SendContext
+from tidings.core.trace import SendStamps
 from tidings.core.view import ViewEntry, fold
 from tidings.settings import Settings
 
@@ -158,9 +160,10 @@ class ChatService:
         membership_changed: bool = False,
         extra_recipients: Sequence[str] = (),
         added: Sequence[str] = (),
-    ) -> None:
-        """Publish a stored message, with its ``msg`` frame encoded once for all nodes."""
-        await self._publisher.publish(
+    ) -> bool:
+        """Publish a stored message, with its ``msg`` frame encoded once for all
+        nodes; True if it went out now (False: held until the bus is back)."""
+        return await self._publisher.publish(
             conversation_topic(message.conversation_id),
             MessageEvent(
                 conversation_id=message.conversation_id,
@@ -361,13 +364,15 @@ class ChatService:
         content: bytes,
         origin_session: str = "",
         order: AppendOrder | None = None,
+        stamps: SendStamps | None = None,
     ) -> AppendResult:
         """Persist a message (at most once per client_msg_id) and fan it out.
 
         A kind with a rule (who may edit, delete, ...) is judged before the
         append; the store checks its target again inside the append. ``order``
         (one per connection) keeps the connection's appends in the order its
-        sends arrived although a rule awaits reads first."""
+        sends arrived although a rule awaits reads first. ``stamps``, when the
+        send is traced, gets the times it was stored and published."""
         head, kind = check_content(content, self._settings.max_content_bytes, self.content_kinds)
         self._send_limiter.check(device.user_id)
         now = now_ms()
@@ -399,7 +404,12 @@ class ChatService:
         message = result.message
         if not result.duplicate:
             self._count_persisted()
-            await self._publish_message(message, origin_session=origin_session)
+            persisted = time.time() if stamps is not None else 0.0
+            published = await self._publish_message(message, origin_session=origin_session)
+            if stamps is not None:
+                stamps.persisted = persisted
+                if published:
+                    stamps.published = time.time()
         self._log_message(message, duplicate=result.duplicate)
         return result
 

@@ -24,6 +24,7 @@ from tidings.core.ports.store.composite import Store
 from tidings.core.ports.store.engine import EngineHandle
 from tidings.core.publisher import Publisher
 from tidings.core.service import ChatService
+from tidings.core.trace import Tracer
 from tidings.core.workers import ChangeWorker
 from tidings.http.ops import Readiness
 from tidings.http.routes import AnyRoute
@@ -63,6 +64,8 @@ class FeatureContext:
     readiness: Readiness
     routes: Callable[[], Sequence[AnyRoute]]
     """Every HTTP route of the node once it is built (what ``/openapi.json`` documents)."""
+    tracer: Tracer
+    """The node's lifecycle events, off until a feature enables it (``core/trace.py``)."""
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ class Connection:
         "_pending",
         "_transport",
         "device",
+        "ended",
         "frame_bucket",
         "in_flight",
         "last_recv",
@@ -133,6 +134,9 @@ class Connection:
         self.state = State.AWAITING_HELLO
         self.device: Device | None = None
         self.network = "unknown"
+        # Why the session ended (a label of tidings_connection_drops_total),
+        # set by whoever ended it first.
+        self.ended: str | None = None
         # Created on the first live message, dropped when all are acknowledged:
         # an idle connection that keeps up costs nothing here.
         self.unacked: dict[str, Unacked] | None = None

@@ -29,6 +29,7 @@ from tidings.core.events import (
 )
 from tidings.core.frames import Receipt, encode
 from tidings.core.membership import MemberCache
+from tidings.core.trace import Tracer
 from tidings.gateway.presence import PresenceHub
 from tidings.gateway.receipts import ReceiptAggregator
 from tidings.gateway.registry import LocalRegistry
@@ -57,8 +58,10 @@ class Fanout:
         aggregator: ReceiptAggregator,
         close_sessions: Callable[[str, str | None, bytes], None],
         presence: PresenceHub,
+        tracer: Tracer,
     ) -> None:
         self._presence = presence
+        self._tracer = tracer
         self._close_sessions = close_sessions
         self._registry = registry
         self._members = members
@@ -220,6 +223,9 @@ class Fanout:
         recipients: frozenset[str] | set[str] = members
         if event.extra_recipients:
             recipients = set(members) | set(event.extra_recipients)
+        # The devices written to, when the message is traced (one test per
+        # recipient otherwise).
+        traced: list[tuple[str, str, str]] | None = [] if self._tracer.sampled(cid, seq) else None
         for user_id in recipients:
             conns = registry.connections_of(user_id)
             if conns is None:
@@ -228,8 +234,12 @@ class Fanout:
                 if conn.session_id != origin and conn.write_frame(frame):
                     conn.track(cid, seq, now)
                     sent += 1
+                    if traced is not None and conn.device is not None:
+                        traced.append((user_id, conn.device.device_id, conn.network))
         if sent:
             self._metrics.frame_out("msg", sent)
+        if traced:
+            self._tracer.delivered(cid, seq, traced, "delivered")
         large = len(members) > self._detail_max
         if large and not event.membership_changed and registry.is_local(event.sender_id):
             self._aggregator.sent(event.conversation_id, event.sender_id, event.seq)

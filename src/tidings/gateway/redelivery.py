@@ -20,9 +20,11 @@ import time
 from collections.abc import Iterable
 
 from tidings.core.service import ChatService, msg_frame
+from tidings.core.trace import Tracer
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.wsframe import text_frame
 from tidings.observability.metrics import Metrics
+from tidings.observability.network_metrics import NetworkMetrics
 
 log = logging.getLogger("tidings.redelivery")
 
@@ -44,10 +46,19 @@ MAX_ATTEMPTS = 3
 
 
 class Redeliverer:
-    def __init__(self, service: ChatService, metrics: Metrics, redelivery_s: float) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        metrics: Metrics,
+        redelivery_s: float,
+        tracer: Tracer,
+        network: NetworkMetrics,
+    ) -> None:
         self._service = service
         self._metrics = metrics
         self._after = redelivery_s
+        self._tracer = tracer
+        self._network = network
 
     async def run_once(self, connections: Iterable[Connection], now: float) -> int:
         """Re-send overdue ranges; returns how many messages were re-sent."""
@@ -75,13 +86,25 @@ class Redeliverer:
                 messages = await self._service.resend(
                     cid, entry.low - 1, entry.high + 1, MAX_PER_CONVERSATION
                 )
+                written = 0
                 for message in messages:
                     if conn.write_frame(text_frame(msg_frame(message))):
-                        resent += 1
+                        written += 1
+                        self._trace(conn, message.conversation_id, message.seq, entry.attempts)
+                self._network.redelivered[conn.network].inc(written)
+                resent += written
         if resent:
             self._metrics.frame_out("msg", resent)
             self._metrics.redelivered.inc(resent)
         return resent
+
+    def _trace(self, conn: Connection, conversation_id: str, seq: int, attempt: int) -> None:
+        tracer = self._tracer
+        device = conn.device
+        if device is not None and tracer.sampled(conversation_id, seq):
+            tracer.redelivered(
+                conversation_id, seq, device.user_id, device.device_id, conn.network, attempt
+            )
 
     async def repair(self, connections: Iterable[Connection]) -> int:
         """After a bus gap: send each connection what the store has beyond what

@@ -28,6 +28,7 @@ from tidings.gateway.redelivery import Redeliverer
 from tidings.gateway.registry import LocalRegistry
 from tidings.gateway.session import SessionHandler, Unauthorized
 from tidings.observability.metrics import Metrics
+from tidings.observability.network_metrics import NetworkMetrics
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.gateway")
@@ -66,6 +67,26 @@ def raw_refusal(reason: str, seconds: int) -> bytes:
     )
 
 
+_CLOSED_BY_SERVER = {
+    CloseCode.GOING_AWAY: "server_shutdown",
+    CloseCode.UNAUTHORIZED: "unauthorized",
+    CloseCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
+    CloseCode.HELLO_TIMEOUT: "hello_timeout",
+}
+"""The ``reason`` label of ``tidings_connection_drops_total`` for the server's closes."""
+
+
+def _ended_by_client(close_code: int | None) -> str:
+    """The reason a session the server did not close ended: a close frame
+    from the client, a frame too large (aiohttp closes with 1009), or the
+    connection lost without a close (a dead network, a killed app)."""
+    if close_code in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+        return "client_closed"
+    if close_code == CloseCode.TOO_BIG:
+        return "too_big"
+    return "lost"
+
+
 class Gateway:
     def __init__(
         self,
@@ -75,8 +96,10 @@ class Gateway:
         settings: Settings,
         redeliverer: Redeliverer,
         presence: PresenceHub,
+        network: NetworkMetrics,
     ) -> None:
         self._presence = presence
+        self._network = network
         self._redeliverer = redeliverer
         self._handler = handler
         self._registry = registry
@@ -242,6 +265,8 @@ class Gateway:
                 self._admission.left(ticket)
             if answering_hello:
                 self._admission.settled(time.monotonic(), False)
+            if conn.ended is None:
+                conn.ended = _ended_by_client(ws.close_code)
             await self._forget(conn)
         return ws
 
@@ -291,6 +316,8 @@ class Gateway:
         conn: Connection, ws: web.WebSocketResponse, code: CloseCode, reason: bytes
     ) -> None:
         """Close after the frames held for this turn (an error must precede its close)."""
+        if conn.ended is None:
+            conn.ended = _CLOSED_BY_SERVER.get(code, "server_closed")
         conn.flush()
         await ws.close(code=code, message=reason)
 
@@ -298,6 +325,7 @@ class Gateway:
         self._live.pop(conn.session_id, None)
         if conn.state is State.OPEN:
             self._metrics.connections.dec()
+            self._network.dropped(conn.network, conn.ended or "lost")
         if conn.state is not State.CLOSED:
             conn.transition(State.CLOSED)
         await self._registry.remove(conn)
@@ -306,6 +334,7 @@ class Gateway:
 
     def _on_cut(self, conn: Connection) -> None:
         self._metrics.slow_consumers.inc()
+        conn.ended = "slow_consumer"
         if conn.session_id in self._live:
             task = asyncio.get_running_loop().create_task(self._forget(conn))
             self._cleanup_tasks.add(task)

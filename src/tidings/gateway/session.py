@@ -52,13 +52,15 @@ from tidings.core.frames import (
 )
 from tidings.core.ids import now_ms
 from tidings.core.loop import LoopRef
-from tidings.core.models import ReconcileGap
+from tidings.core.models import Device, Message, ReconcileGap
 from tidings.core.service import ChatService, ack, msg_frame
+from tidings.core.trace import SendStamps, Tracer
 from tidings.gateway.connection import Connection, State
 from tidings.gateway.notice import RestoreNotice
 from tidings.gateway.presence import PresenceHub
 from tidings.gateway.registry import LocalRegistry
 from tidings.observability.metrics import Metrics
+from tidings.observability.network_metrics import NetworkMetrics
 from tidings.settings import Settings
 
 log = logging.getLogger("tidings.gateway")
@@ -91,8 +93,12 @@ class SessionHandler:
         metrics: Metrics,
         settings: Settings,
         presence: PresenceHub,
+        tracer: Tracer,
+        network: NetworkMetrics,
     ) -> None:
         self._presence = presence
+        self._tracer = tracer
+        self._network = network
         self._service = service
         self._auth = auth
         self._registry = registry
@@ -260,26 +266,9 @@ class SessionHandler:
         device = conn.device
         assert device is not None
         if isinstance(frame, Send):
-            started = time.perf_counter()
-            result = await self._service.send(
-                device,
-                frame.conversation_id,
-                frame.client_msg_id,
-                bytes(frame.content),
-                origin_session=conn.session_id,
-                order=conn.append_order(),
-            )
-            self._reply(conn, "ack", encode(ack(result, frame.id)))
-            self._metrics.ack_latency.observe(time.perf_counter() - started)
+            await self._send(conn, device, frame)
         elif isinstance(frame, Delivered | Read):
-            is_read = isinstance(frame, Read)
-            conn.acknowledged(frame.conversation_id, frame.seq)
-            await self._service.advance_cursors(
-                device,
-                frame.conversation_id,
-                None if is_read else frame.seq,
-                frame.seq if is_read else None,
-            )
+            await self._cursor(conn, device, frame)
         elif isinstance(frame, Sync):
             await self._sync(conn, frame)
         elif isinstance(frame, Ping):
@@ -294,6 +283,62 @@ class SessionHandler:
             await self._presence.subscribe(conn, frame.user_ids)
         elif isinstance(frame, Reconcile):
             await self._reconcile(conn, frame)
+
+    async def _send(self, conn: Connection, device: Device, frame: Send) -> None:
+        started = time.perf_counter()
+        tracer = self._tracer
+        stamps = SendStamps(time.time()) if tracer.on else None
+        outcomes = self._network.sends[conn.network]
+        try:
+            result = await self._service.send(
+                device,
+                frame.conversation_id,
+                frame.client_msg_id,
+                bytes(frame.content),
+                origin_session=conn.session_id,
+                order=conn.append_order(),
+                stamps=stamps,
+            )
+        except TidingsError:
+            outcomes["refused"].inc()
+            raise
+        self._reply(conn, "ack", encode(ack(result, frame.id)))
+        self._metrics.ack_latency.observe(time.perf_counter() - started)
+        if result.duplicate:
+            outcomes["duplicate"].inc()
+            return
+        outcomes["stored"].inc()
+        if stamps is not None:
+            tracer.sent(result.message, device, conn.network, stamps)
+
+    async def _cursor(self, conn: Connection, device: Device, frame: Delivered | Read) -> None:
+        is_read = isinstance(frame, Read)
+        cid, seq = frame.conversation_id, frame.seq
+        low = seq
+        # Either frame says the client holds everything up to seq.
+        entry = conn.unacked.get(cid) if conn.unacked is not None else None
+        if entry is not None and seq >= entry.low:
+            low = entry.low
+            if seq >= entry.high:
+                waited = time.monotonic() - entry.sent_at
+                self._network.client_ack[conn.network].observe(waited)
+        conn.acknowledged(cid, seq)
+        await self._service.advance_cursors(
+            device, cid, None if is_read else seq, seq if is_read else None
+        )
+        tracer = self._tracer
+        if tracer.sampled_range(cid, low, seq):
+            stage = "read" if is_read else "client_acked"
+            tracer.cursor_moved(stage, cid, seq, device.user_id, device.device_id, conn.network)
+
+    def _trace_synced(self, conn: Connection, messages: list[Message]) -> None:
+        device = conn.device
+        assert device is not None
+        target = [(device.user_id, device.device_id, conn.network)]
+        tracer = self._tracer
+        for message in messages:
+            if tracer.sampled(message.conversation_id, message.seq):
+                tracer.delivered(message.conversation_id, message.seq, target, "synced")
 
     async def _reconcile(self, conn: Connection, frame: Reconcile) -> None:
         """Store the device's report for ops review (``tidings restore report``)."""
@@ -310,8 +355,11 @@ class SessionHandler:
     async def _sync(self, conn: Connection, frame: Sync) -> None:
         assert conn.device is not None
         answer = await self._service.sync(conn.device, frame.since, frame.cursors, frame.limit)
+        self._network.sync_sizes[conn.network].observe(len(answer.messages))
         for message in answer.messages:
             self._reply(conn, "msg", msg_frame(message))
+        if self._tracer.on:
+            self._trace_synced(conn, answer.messages)
         now = now_ms()
         done = SyncDone(
             id=frame.id,

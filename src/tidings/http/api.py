@@ -9,6 +9,8 @@ it into the protocol's JSON error body.
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 from aiohttp import web
 
@@ -25,6 +27,7 @@ from tidings.core.frames import (
 from tidings.core.ids import now_ms
 from tidings.core.models import ConversationKind
 from tidings.core.service import ChatService, ack
+from tidings.core.trace import SendStamps, Tracer
 from tidings.http import schemas
 from tidings.http.params import (
     HISTORY_LIMIT,
@@ -45,10 +48,13 @@ MEMBERS_ONLY = STORE | {E.NOT_MEMBER}
 
 
 class HttpApi:
-    def __init__(self, service: ChatService, auth: AuthService, accounts: AccountService) -> None:
+    def __init__(
+        self, service: ChatService, auth: AuthService, accounts: AccountService, tracer: Tracer
+    ) -> None:
         self._service = service
         self._auth = auth
         self._accounts = accounts
+        self._tracer = tracer
 
     def routes(self) -> list[AnyRoute]:
         """Every /v1 route (the catch-all is the app's, added last)."""
@@ -258,12 +264,17 @@ class HttpApi:
 
     async def post_message(self, call: Call[ConversationPath, PostMessageBody]) -> web.Response:
         body = call.body
+        stamps = SendStamps(time.time()) if self._tracer.on else None
         result = await self._service.send(
-            call.caller, call.params.cid, body.client_msg_id, bytes(body.content)
+            call.caller, call.params.cid, body.client_msg_id, bytes(body.content), stamps=stamps
         )
         # The ack's fields without the frame's envelope (``type``, ``id``).
         answer = msgspec.convert(ack(result), schemas.AckOut, from_attributes=True)
-        return json_response(answer, 200 if result.duplicate else 201)
+        response = json_response(answer, 200 if result.duplicate else 201)
+        if stamps is not None and not result.duplicate:
+            # "acked": the answer is built; HTTP clients say no network.
+            self._tracer.sent(result.message, call.caller, "unknown", stamps)
+        return response
 
     async def receipts(self, call: Call[ReceiptsParams, None]) -> web.Response:
         q = call.params

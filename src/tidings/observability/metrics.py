@@ -131,12 +131,42 @@ class LoopHistogram:
         return buckets
 
 
+class KeyedCounter:
+    """A counter family with several labels (``names``); a child per combination."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self.children: dict[tuple[str, ...], LoopCounter] = {}
+
+    def labels(self, *values: str) -> LoopCounter:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = LoopCounter()
+        return child
+
+
+class LabelledHistogram:
+    """A histogram family with one label; a child per value, created on first use."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.children: dict[str, LoopHistogram] = {}
+
+    def labels(self, value: str) -> LoopHistogram:
+        child = self.children.get(value)
+        if child is None:
+            child = self.children[value] = LoopHistogram(self.bounds)
+        return child
+
+
 LoopMetric = (
     LoopCounter
     | LabelledCounter
     | LabelledGauge[LoopGauge]
     | LabelledGauge[LoopLag]
     | LoopHistogram
+    | KeyedCounter
+    | LabelledHistogram
 )
 _Described = tuple[str, str, str, LoopMetric]  # name, help, label name, metric
 M = TypeVar("M", bound=LoopMetric)
@@ -164,6 +194,17 @@ class _Collector(Collector):
                 for value in sorted(metric.children):
                     gauges.add_metric([value], metric.children[value].value)
                 yield gauges
+            elif isinstance(metric, KeyedCounter):
+                keyed = CounterMetricFamily(name, doc, labels=list(metric.names))
+                for values, counter in sorted(metric.children.items()):
+                    keyed.add_metric(list(values), counter.value)
+                yield keyed
+            elif isinstance(metric, LabelledHistogram):
+                histograms = HistogramMetricFamily(name, doc, labels=[label])
+                for value in sorted(metric.children):
+                    histogram = metric.children[value]
+                    histograms.add_metric([value], histogram.cumulative(), histogram.sum)
+                yield histograms
             else:
                 yield HistogramMetricFamily(
                     name, doc, buckets=metric.cumulative(), sum_value=metric.sum
