@@ -32,8 +32,10 @@ _METRIC = re.compile(r"\btidings_[a-z0-9_]+")
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
-def _exported(tmp_path: Path) -> set[str]:
-    """Every series name a node exports, labelled families without children included."""
+def _exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Every series name a node exports, labelled families without children
+    included; with tracing on, as the delivery-rate alert and panels assume."""
+    monkeypatch.setenv("TIDINGS_TRACE_ENABLED", "true")
     node = build_node(make_settings(tmp_path))
     text = node.metrics.render().decode()
     return {
@@ -48,8 +50,10 @@ def _rules() -> list[dict[str, Any]]:
     return [rule for group in document["groups"] for rule in group["rules"]]
 
 
-def test_every_rule_names_exported_metrics_and_says_what_to_do(tmp_path: Path) -> None:
-    exported = _exported(tmp_path)
+def test_every_rule_names_exported_metrics_and_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exported = _exported(tmp_path, monkeypatch)
     rules = _rules()
     assert len(rules) >= 8
     for rule in rules:
@@ -63,8 +67,10 @@ def test_every_rule_names_exported_metrics_and_says_what_to_do(tmp_path: Path) -
         assert any(wanted in alert for alert in alerts), wanted
 
 
-def test_every_dashboard_query_names_exported_metrics(tmp_path: Path) -> None:
-    exported = _exported(tmp_path)
+def test_every_dashboard_query_names_exported_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exported = _exported(tmp_path, monkeypatch)
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     assert exprs

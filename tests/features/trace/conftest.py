@@ -13,6 +13,7 @@ __all__ = ["postgres_service"]
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("TIDINGS_TRACE_ENABLED", "true")
     monkeypatch.setenv("TIDINGS_TRACE_CLUSTER_SAMPLE_RATE", "1")
     monkeypatch.setenv("TIDINGS_TRACE_FLUSH_MS", "50")
     return str(request.param)

@@ -14,6 +14,7 @@ from tests.wire import Http
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> str:
     """Two nodes share a store only on PostgreSQL (with Redis between them)."""
+    monkeypatch.setenv("TIDINGS_TRACE_ENABLED", "true")
     monkeypatch.setenv("TIDINGS_TRACE_CLUSTER_SAMPLE_RATE", "1")
     monkeypatch.setenv("TIDINGS_TRACE_FLUSH_MS", "50")
     return "postgres"

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class TraceSettings:
-    enabled: bool = True
-    """Record lifecycle events (``tidings trace``); off: the hooks cost one test each."""
+    enabled: bool = False
+    """Record lifecycle events (``tidings trace``); off: the hooks cost one test each.
+    Off by default: tracing every message costs a single SQLite node about a
+    quarter of its 1:1 throughput (docs/benchmarks.md, "Lifecycle tracing")."""
     sample_rate: float = 1.0
     """Share of messages traced on a single node (the in-process bus): all of them."""
     cluster_sample_rate: float = 0.1
