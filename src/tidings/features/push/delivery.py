@@ -63,10 +63,6 @@ class Poster:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    @property
-    def policy(self) -> Policy:
-        return self._policy
-
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._policy), limit=0)

@@ -149,11 +149,14 @@ class Dispatcher:
         try:
             outcome = await self._send(claimed, _encode(notification))
             await self._settle(claimed, outcome)
-        except TidingsError as exc:
-            log.warning("push to %s failed: %s", claimed.subscription.subscription_id, exc)
-            self._metrics.failed.labels("error").inc()
-        except Exception:
-            log.exception("push to %s failed", claimed.subscription.subscription_id)
+        except Exception as exc:
+            # A TidingsError says what went wrong; anything else needs its traceback.
+            log.warning(
+                "push to %s failed: %s",
+                claimed.subscription.subscription_id,
+                exc,
+                exc_info=not isinstance(exc, TidingsError),
+            )
             self._metrics.failed.labels("error").inc()
 
     async def _notifications(self, claims: list[Claimed]) -> list[Notification]:

@@ -53,7 +53,7 @@ class PushService:
             auth,
             created_at=now_ms(),
         )
-        return await self._add(subscription)
+        return await self._store.add_subscription(subscription, self._per_device)
 
     async def subscribe_webhook(self, device: Device, url: str) -> Subscription:
         await self._check_target("webhook", url)
@@ -66,9 +66,6 @@ class PushService:
             secret=secrets.token_urlsafe(32),
             created_at=now_ms(),
         )
-        return await self._add(subscription)
-
-    async def _add(self, subscription: Subscription) -> Subscription:
         return await self._store.add_subscription(subscription, self._per_device)
 
     async def subscriptions(self, device: Device) -> list[Subscription]:
